@@ -1,0 +1,1 @@
+"""The `digitize` application: command line and configuration around the pipeline."""

@@ -1,0 +1,85 @@
+"""One exception hierarchy: each class knows if it is permanent and which exit code the CLI returns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# sysexits.h codes, so shell scripts and schedulers can tell failures apart.
+EX_DATAERR = 65
+EX_SOFTWARE = 70
+EX_OSERR = 71
+EX_CANTCREAT = 73
+EX_TEMPFAIL = 75
+EX_UNAVAILABLE = 69
+EX_CONFIG = 78
+
+
+class DigitizeError(Exception):
+    """Base class. `permanent` errors must not be retried; transient ones may be."""
+
+    permanent = True
+    exit_code = EX_SOFTWARE
+
+
+class InputError(DigitizeError):
+    """A bad input: its file and the reason, shown to staff as one line."""
+
+    exit_code = EX_DATAERR
+
+    def __init__(self, path: os.PathLike | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class EmptyInput(InputError):
+    """Zero bytes, or a folder without page images."""
+
+
+class CorruptInput(InputError):
+    """The file claims a format but cannot be decoded."""
+
+
+class UnsupportedInput(InputError):
+    """Not a scan format we accept (text file, unknown image, ...)."""
+
+
+class EncryptedInput(InputError):
+    """A password-protected PDF: we cannot archive what we cannot read."""
+
+
+class InputTooLarge(InputError):
+    """Over a configured limit: pixels (decompression bomb), pages or bytes."""
+
+
+class ConfigError(DigitizeError):
+    """A bad setting; the message names the key."""
+
+    exit_code = EX_CONFIG
+
+
+class MissingProgram(DigitizeError):
+    """An external program or language model is not installed."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class ExternalProgramError(DigitizeError):
+    """An external program crashed or produced nothing."""
+
+    exit_code = EX_SOFTWARE
+
+
+class ProgramTimeout(ExternalProgramError):
+    """An external program ran past its timeout; a later run may succeed."""
+
+    permanent = False
+    exit_code = EX_TEMPFAIL
+
+
+class OutputError(DigitizeError):
+    """Output could not be written (disk full, no permission). Nothing partial is left."""
+
+    permanent = False
+    exit_code = EX_CANTCREAT

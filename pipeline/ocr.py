@@ -1,0 +1,72 @@
+"""OCR of one corrected page: text layer, plain text in NFC, and word confidences."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline._exec import tesseract
+from pipeline.errors import ExternalProgramError
+
+log = logging.getLogger(__name__)
+
+OCR_CONFIG = Path(__file__).resolve().parent.parent / "ocr_models" / "digitize.config"
+
+
+@dataclass(frozen=True)
+class OcrResult:
+    text: str
+    text_pdf: Path | None  # Tesseract's invisible text layer; None when OCR failed
+    mean_confidence: float | None
+    words: int
+    confident_words: int  # confidence >= 60: evidence the page really carries text
+    failure: str | None = None
+    word_confidences: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def characters(self) -> int:
+        return sum(1 for ch in self.text if not ch.isspace())
+
+
+def read_page(gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeout: float) -> OcrResult:
+    """OCR a level, upright gray page. A Tesseract crash or timeout yields an empty result."""
+    image = work.with_suffix(".pgm")  # uncompressed: cheapest to write and for Leptonica to read
+    if not cv2.imwrite(str(image), gray):
+        raise OSError(f"cannot write OCR image {image}")
+    try:
+        files = tesseract.ocr(
+            image, work, languages=languages, dpi=round(dpi), config_file=OCR_CONFIG, timeout=timeout
+        )
+    except ExternalProgramError as exc:
+        log.warning("OCR failed, page gets an empty text layer: %s", exc)
+        return OcrResult("", None, None, 0, 0, failure=str(exc))
+    finally:
+        image.unlink(missing_ok=True)
+    confidences = _word_confidences(files.tsv)
+    text = unicodedata.normalize("NFC", files.txt.read_text("utf-8")).replace("\f", "").strip()
+    mean = round(sum(confidences) / len(confidences), 2) if confidences else None
+    return OcrResult(
+        text=text,
+        text_pdf=files.text_pdf,
+        mean_confidence=mean,
+        words=len(confidences),
+        confident_words=sum(1 for c in confidences if c >= 60),
+        word_confidences=confidences,
+    )
+
+
+def _word_confidences(tsv: Path) -> list[float]:
+    confidences = []
+    with open(tsv, encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if row.get("level") == "5" and (row.get("text") or "").strip():
+                conf = float(row["conf"])
+                if conf >= 0:
+                    confidences.append(conf)
+    return confidences

@@ -1,0 +1,104 @@
+"""Validated, frozen settings for the pipeline, loaded from TOML files."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pipeline.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class OcrSettings(_Section):
+    languages: str = Field(pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$")
+    page_timeout_s: float = Field(gt=0)
+
+
+class OutputSettings(_Section):
+    pdfa: Literal["1b", "2b"]
+    profile: Literal["compact", "archival"]
+    jpeg_quality: int = Field(ge=30, le=100)
+    agency: str
+
+
+class GeometrySettings(_Section):
+    max_skew_deg: float = Field(gt=0, le=45)
+    min_skew_deg: float = Field(ge=0)
+    orientation_margin: float = Field(ge=0)
+
+
+class BlankSettings(_Section):
+    max_marks: int = Field(ge=0)
+    max_ink_fraction: float = Field(ge=0, le=1)
+    ink_contrast: float = Field(gt=0, lt=1)
+
+
+class LimitSettings(_Section):
+    max_page_pixels: int = Field(gt=0)
+    max_pages: int = Field(gt=0)
+    max_input_bytes: int = Field(gt=0)
+    rasterize_timeout_s: float = Field(gt=0)
+
+
+class Settings(_Section):
+    """Every knob, with its default in config/default.toml (the one place defaults live)."""
+
+    ocr: OcrSettings
+    output: OutputSettings
+    geometry: GeometrySettings
+    blank: BlankSettings
+    limits: LimitSettings
+
+    def with_overrides(self, overrides: dict[str, Any]) -> Settings:
+        """Return a copy with dotted keys (``"output.pdfa"``) replaced, validated again."""
+        data = self.model_dump()
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition(".")
+            if section not in data or key not in data[section]:
+                raise ConfigError(f"unknown setting {dotted!r}")
+            data[section][key] = value
+        return _validate(data, origin="overrides")
+
+
+def _validate(data: dict[str, Any], *, origin: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{origin}: {problems}") from None
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(*paths: Path) -> Settings:
+    """Read the default TOML, then each given file on top of it, and validate once."""
+    data: dict[str, Any] = {}
+    origin = []
+    for path in (DEFAULT_CONFIG, *paths):
+        try:
+            with open(path, "rb") as fh:
+                data = _merge(data, tomllib.load(fh))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read settings: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        origin.append(str(path))
+    return _validate(data, origin=" + ".join(origin))

@@ -1,0 +1,334 @@
+"""Scan inputs: recognise a file or folder, list its pages, and decode one page at a time."""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+import pikepdf
+from PIL import Image, UnidentifiedImageError
+
+from pipeline import paper
+from pipeline._exec import pdftoppm
+from pipeline.errors import (
+    CorruptInput,
+    EmptyInput,
+    EncryptedInput,
+    InputError,
+    InputTooLarge,
+    UnsupportedInput,
+)
+from pipeline.settings import LimitSettings
+
+PAGE_IMAGE_SUFFIXES = {".tif", ".tiff", ".jpg", ".jpeg", ".png"}
+# Rasterizing a PDF page that has no image of its own: a resolution OCR reads well.
+DEFAULT_RASTER_DPI = 300
+
+
+class FileKind(StrEnum):
+    PDF = "pdf"
+    TIFF = "tiff"
+    JPEG = "jpeg"
+    PNG = "png"
+
+
+class InputKind(StrEnum):
+    FILE = "file"
+    FOLDER = "folder"
+
+
+@dataclass(frozen=True)
+class PageRef:
+    """Where one page of an input lives: enough for a worker process to decode it alone."""
+
+    path: Path
+    kind: FileKind
+    frame: int  # page within that file: TIFF frame or PDF page
+    index: int  # page within the whole input, 0-based
+
+
+@dataclass(frozen=True)
+class ScanInput:
+    path: Path
+    kind: InputKind
+    files: tuple[Path, ...]
+    pages: tuple[PageRef, ...]
+
+
+@dataclass
+class ScanPage:
+    """A decoded page: mode '1', 'L' or 'RGB', with its resolution."""
+
+    ref: PageRef
+    image: Image.Image
+    dpi: float
+    dpi_inferred: bool
+    # The original JPEG stream when the page can be stored without re-encoding.
+    jpeg: bytes | None = None
+
+    @property
+    def bitonal(self) -> bool:
+        return self.image.mode == "1"
+
+
+_MAGIC = (
+    (b"%PDF-", FileKind.PDF),
+    (b"II*\x00", FileKind.TIFF),
+    (b"MM\x00*", FileKind.TIFF),
+    (b"\xff\xd8\xff", FileKind.JPEG),
+    (b"\x89PNG\r\n\x1a\n", FileKind.PNG),
+)
+
+
+def sniff(path: Path) -> FileKind:
+    """Recognise a file by its first bytes, never by its name."""
+    with open(path, "rb") as fh:
+        head = fh.read(1024)
+    if not head:
+        raise EmptyInput(path, "file is empty (0 bytes)")
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    # Some scanners put junk before the PDF header; PDF readers accept up to 1 KiB of it.
+    if b"%PDF-" in head:
+        return FileKind.PDF
+    if head.startswith((b"II+\x00", b"MM\x00+")):
+        raise UnsupportedInput(path, "BigTIFF is not supported; export as ordinary TIFF")
+    raise UnsupportedInput(path, "not a scan: expected PDF, TIFF, JPEG or PNG content")
+
+
+def _natural_key(path: Path) -> list[object]:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def open_input(path: Path, limits: LimitSettings) -> ScanInput:
+    """Check an input and list its pages, without decoding any pixels."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(
+            (
+                p
+                for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".")
+                and p.suffix.lower() in PAGE_IMAGE_SUFFIXES
+            ),
+            key=_natural_key,
+        )
+        if not files:
+            raise EmptyInput(path, "folder holds no page images (.tif, .jpg, .png)")
+        pages: list[PageRef] = []
+        for file in files:
+            kind = _check_file(file, limits)
+            if kind is FileKind.PDF:
+                raise UnsupportedInput(file, "a PDF inside a page folder; process it on its own")
+            pages.extend(_list_pages(file, kind, first_index=len(pages), limits=limits))
+            _check_page_count(path, len(pages), limits)
+        return ScanInput(path, InputKind.FOLDER, tuple(files), tuple(pages))
+    if not path.exists():
+        raise InputError(path, "no such file or folder")
+    kind = _check_file(path, limits)
+    pages = _list_pages(path, kind, first_index=0, limits=limits)
+    _check_page_count(path, len(pages), limits)
+    return ScanInput(path, InputKind.FILE, (path,), tuple(pages))
+
+
+def _check_file(path: Path, limits: LimitSettings) -> FileKind:
+    size = path.stat().st_size
+    if size > limits.max_input_bytes:
+        raise InputTooLarge(path, f"{size} bytes is over the limit of {limits.max_input_bytes}")
+    return sniff(path)
+
+
+def _check_page_count(path: Path, count: int, limits: LimitSettings) -> None:
+    if count > limits.max_pages:
+        raise InputTooLarge(path, f"more than {limits.max_pages} pages")
+    if count == 0:
+        raise EmptyInput(path, "no pages")
+
+
+def _list_pages(path: Path, kind: FileKind, *, first_index: int, limits: LimitSettings) -> list[PageRef]:
+    if kind is FileKind.PDF:
+        with _open_pdf(path) as pdf:
+            count = len(pdf.pages)
+    elif kind is FileKind.TIFF:
+        with _open_image(path, limits) as img:
+            count = _frame_count(path, img, limits)
+    else:
+        with _open_image(path, limits) as img:
+            count = 1
+    return [PageRef(path, kind, frame, first_index + frame) for frame in range(count)]
+
+
+def _frame_count(path: Path, img: Image.Image, limits: LimitSettings) -> int:
+    # Walking the IFD chain is cheap, but a crafted file can loop or claim millions of frames.
+    count = 0
+    try:
+        while True:
+            count += 1
+            if count > limits.max_pages:
+                raise InputTooLarge(path, f"more than {limits.max_pages} pages")
+            img.seek(count)
+    except EOFError:
+        return count
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise CorruptInput(path, f"TIFF page {count + 1} is unreadable: {exc}") from None
+
+
+def _open_pdf(path: Path) -> pikepdf.Pdf:
+    try:
+        pdf = pikepdf.open(path)
+    except pikepdf.PasswordError:
+        raise EncryptedInput(path, "PDF is password-protected") from None
+    except pikepdf.PdfError as exc:
+        raise CorruptInput(path, f"damaged PDF: {exc}") from None
+    if pdf.is_encrypted:
+        pdf.close()
+        raise EncryptedInput(path, "PDF is encrypted; archive copies must not be")
+    return pdf
+
+
+def _open_image(path: Path, limits: LimitSettings) -> Image.Image:
+    # Pillow's own bomb guard is a process-wide setting; keep it in step with ours.
+    Image.MAX_IMAGE_PIXELS = limits.max_page_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputTooLarge(path, f"image has more than {limits.max_page_pixels} pixels (decompression bomb guard)") from None
+    except UnidentifiedImageError:
+        raise CorruptInput(path, "image data is damaged or in an unknown encoding") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptInput(path, f"unreadable image: {exc}") from None
+    _check_pixels(path, img.size, limits)
+    return img
+
+
+def _check_pixels(path: Path, size: tuple[int, int], limits: LimitSettings) -> None:
+    width, height = size
+    if width * height > limits.max_page_pixels:
+        raise InputTooLarge(
+            path,
+            f"page of {width}x{height} pixels is over the limit of {limits.max_page_pixels} "
+            "(decompression bomb guard)",
+        )
+    if width < 16 or height < 16:
+        raise UnsupportedInput(path, f"page of {width}x{height} pixels is too small to be a scan")
+
+
+def load_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
+    """Decode one page. Raises an InputError naming the file and page when it cannot."""
+    try:
+        if ref.kind is FileKind.PDF:
+            return _load_pdf_page(ref, limits)
+        return _load_image_page(ref, limits)
+    except InputError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, pikepdf.PdfError) as exc:
+        raise CorruptInput(ref.path, f"page {ref.frame + 1} cannot be decoded: {exc}") from None
+
+
+def _load_image_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
+    with _open_image(ref.path, limits) as img:
+        if ref.frame:
+            img.seek(ref.frame)
+            _check_pixels(ref.path, img.size, limits)
+        dpi = img.info.get("dpi")
+        jpeg = None
+        if ref.kind is FileKind.JPEG and img.mode in ("L", "RGB"):
+            jpeg = ref.path.read_bytes()
+        img.load()
+        return _finish(ref, img, dpi, jpeg)
+
+
+def _load_pdf_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
+    with _open_pdf(ref.path) as pdf:
+        page = pdf.pages[ref.frame]
+        width_in = float(page.mediabox[2] - page.mediabox[0]) / 72
+        height_in = float(page.mediabox[3] - page.mediabox[1]) / 72
+        images = list(page.images.values())
+        sole = _sole_image(page)
+        if sole is not None:
+            pdf_image = pikepdf.PdfImage(sole)
+            _check_pixels(ref.path, (pdf_image.width, pdf_image.height), limits)
+            dpi = max(pdf_image.width, pdf_image.height) / max(width_in, height_in)
+            jpeg = None
+            if (
+                pdf_image.filters == ["/DCTDecode"]
+                and pdf_image.colorspace in ("/DeviceGray", "/DeviceRGB")
+                and pdf_image.bits_per_component == 8
+            ):
+                jpeg = sole.read_raw_bytes()
+            img = pdf_image.as_pil_image()
+            return _finish(ref, img, (dpi, dpi), jpeg)
+        dpi = DEFAULT_RASTER_DPI
+        if images:
+            widths = [pikepdf.PdfImage(im).width for im in images]
+            dpi = min(600, max(150, round(max(widths) / width_in)))
+    _check_pixels(ref.path, (round(width_in * dpi), round(height_in * dpi)), limits)
+    img = pdftoppm.rasterize(ref.path, page=ref.frame, dpi=dpi, timeout=limits.rasterize_timeout_s)
+    return _finish(ref, img, (dpi, dpi), None)
+
+
+def _sole_image(page: pikepdf.Page) -> pikepdf.Object | None:
+    """The page's image when the page is nothing but one drawn image, as scanners write them."""
+    images = page.images
+    if len(images) != 1:
+        return None
+    drawn = 0
+    for operands, operator in pikepdf.parse_content_stream(page):
+        op = str(operator)
+        if op in ("BT", "BI", "sh"):
+            return None
+        if op == "Do":
+            drawn += 1
+    if drawn != 1:
+        return None
+    return next(iter(images.values()))
+
+
+def _finish(ref: PageRef, img: Image.Image, dpi: tuple[float, float] | None, jpeg: bytes | None) -> ScanPage:
+    img, lossless_change = _normalize_mode(img)
+    if lossless_change:
+        jpeg = None
+    if img.mode == "L" and jpeg is None and _only_black_and_white(img):
+        img = img.convert("1")
+    xdpi, ydpi = (float(dpi[0]), float(dpi[1])) if dpi else (0.0, 0.0)
+    if paper.plausible_dpi(xdpi) and paper.plausible_dpi(ydpi):
+        if abs(xdpi - ydpi) > 0.01 * max(xdpi, ydpi):
+            # Non-square pixels: resample once so every later step can assume square ones.
+            scale_y = xdpi / ydpi
+            img = img.resize((img.width, round(img.height * scale_y)), Image.Resampling.LANCZOS)
+            jpeg = None
+        return ScanPage(ref, img, xdpi, dpi_inferred=False, jpeg=jpeg)
+    return ScanPage(ref, img, paper.infer_dpi(img.width, img.height), dpi_inferred=True, jpeg=jpeg)
+
+
+def _only_black_and_white(img: Image.Image) -> bool:
+    histogram = img.histogram()
+    return sum(histogram[1:255]) == 0
+
+
+def _normalize_mode(img: Image.Image) -> tuple[Image.Image, bool]:
+    """Bring any pixel format to '1', 'L' or 'RGB'. Returns the image and whether it changed."""
+    mode = img.mode
+    if mode in ("1", "L", "RGB"):
+        return img, False
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8), "L"), True
+    if mode in ("LA", "RGBA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        page = Image.new("RGB", rgba.size, (255, 255, 255))
+        page.paste(rgba, mask=rgba.getchannel("A"))
+        return page, True
+    if mode == "P":
+        palette_gray = img.convert("RGB")
+        return palette_gray, True
+    return img.convert("RGB"), True
