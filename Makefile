@@ -1,0 +1,47 @@
+# Set-up and everyday commands. Each target installs what it needs on a fresh Debian 12.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# OCR, PDF rendering, the fonts the sample/fixture generator draws with, and the
+# PDF/A-1b validator (Apache PDFBox Preflight) the tests run on every output.
+APT_PACKAGES := python3-venv tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd \
+	poppler-utils fonts-dejavu-core fonts-liberation2 \
+	openjdk-17-jre-headless libpdfbox2-java libactivation-java libjaxb-api-java
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+DEMO_OUT := demo-out
+
+.PHONY: demo test bench samples setup system-packages clean
+
+demo: setup
+	$(BIN)/digitize process sample_scans/*.{png,jpg,tif,pdf} --out $(DEMO_OUT)
+	@echo "Records, manifests and text are in $(DEMO_OUT)/"
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/bench_pipeline.py
+
+samples: setup
+	$(BIN)/python sample_scans/make_samples.py
+
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+		echo "Installing Debian packages: $(APT_PACKAGES)"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
