@@ -17,7 +17,7 @@ from pathlib import Path
 from pipeline import __version__, atomic, models
 from pipeline._exec import tesseract
 from pipeline.assemble import RecordMetadata, assemble_pdfa
-from pipeline.errors import DigitizeError, InputError
+from pipeline.errors import DigitizeError, InputError, OutputError
 from pipeline.page import PageResult, process_page
 from pipeline.settings import Settings
 from pipeline.sources import PageRef, ScanInput, open_input
@@ -89,7 +89,10 @@ def process_inputs(
     tesseract.require_languages(settings.ocr.languages)
     model_files = models.as_records(models.current_models(settings.ocr.languages))
     settings_digest = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot create output folder: {exc.strerror or exc}") from None
     outcomes: dict[Path, Outcome] = {}
 
     def finish(outcome: Outcome) -> None:

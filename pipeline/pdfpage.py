@@ -94,7 +94,7 @@ def build_page_pdf(
     layout = img2pdf.get_fixed_dpi_layout_fun((dpi, dpi))
     image_pdf = pikepdf.open(io.BytesIO(img2pdf.convert(stored.data, layout_fun=layout)))
     page = image_pdf.pages[0]
-    (name, _image), = page.images.items()
+    (name, _image), = page.get_images(recursive=False).items()
     width_pt, height_pt = size_px[0] * 72.0 / dpi, size_px[1] * 72.0 / dpi
     page_w, page_h = frame_size_pt(*size_px, dpi, quarter_turns)
     page.mediabox = pikepdf.Array([0, 0, round(page_w, 4), round(page_h, 4)])

@@ -202,7 +202,7 @@ def _open_image(path: Path, limits: LimitSettings) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputTooLarge(path, f"image has more than {limits.max_page_pixels} pixels (decompression bomb guard)") from None
     except UnidentifiedImageError:
-        raise CorruptInput(path, "image data is damaged or in an unknown encoding") from None
+        raise CorruptInput(path, "damaged or truncated image file: its pixels cannot be read") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise CorruptInput(path, f"unreadable image: {exc}") from None
     _check_pixels(path, img.size, limits)
@@ -251,7 +251,7 @@ def _load_pdf_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
         page = pdf.pages[ref.frame]
         width_in = float(page.mediabox[2] - page.mediabox[0]) / 72
         height_in = float(page.mediabox[3] - page.mediabox[1]) / 72
-        images = list(page.images.values())
+        images = list(page.get_images(recursive=False).values())
         sole = _sole_image(page)
         if sole is not None:
             pdf_image = pikepdf.PdfImage(sole)
@@ -275,15 +275,20 @@ def _load_pdf_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
     return _finish(ref, img, (dpi, dpi), None)
 
 
+# Text, inline images, shadings and painted paths: anything that would be lost by
+# keeping only the page's image.
+_MARKS_BESIDES_THE_IMAGE = {"BT", "BI", "sh", "S", "s", "f", "F", "f*", "B", "B*", "b", "b*"}
+
+
 def _sole_image(page: pikepdf.Page) -> pikepdf.Object | None:
     """The page's image when the page is nothing but one drawn image, as scanners write them."""
-    images = page.images
+    images = page.get_images(recursive=False)
     if len(images) != 1:
         return None
     drawn = 0
-    for operands, operator in pikepdf.parse_content_stream(page):
+    for _operands, operator in pikepdf.parse_content_stream(page):
         op = str(operator)
-        if op in ("BT", "BI", "sh"):
+        if op in _MARKS_BESIDES_THE_IMAGE:
             return None
         if op == "Do":
             drawn += 1
