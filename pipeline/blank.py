@@ -25,11 +25,21 @@ class BlankEvidence:
     ignored_punch_holes: int
 
 
+def _paper_brightness(page: AnalysisImage) -> np.ndarray:
+    """Local paper brightness: closing erases anything thinner than the window, text included.
+
+    Paper brightness varies slowly, so it is estimated at a quarter of the resolution.
+    """
+    small = cv2.resize(page.gray, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)
+    size = max(3, int(page.px(PAPER_WINDOW_MM) * 0.25) | 1)
+    closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (size, size)))
+    height, width = page.gray.shape
+    return cv2.resize(closed, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+
+
 def detect_blank(page: AnalysisImage, settings: BlankSettings) -> BlankEvidence:
     gray = page.gray.astype(np.float32)
-    # Local paper brightness: closing erases anything thinner than the window, text included.
-    size = max(3, int(page.px(PAPER_WINDOW_MM)) | 1)
-    paper = cv2.morphologyEx(gray, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (size, size)))
+    paper = _paper_brightness(page)
     # Bleed-through and show-through are only a little darker than the paper around them.
     ink = gray < settings.ink_contrast * np.maximum(paper, 1.0)
     count, _, stats, _ = cv2.connectedComponentsWithStats(ink.view(np.uint8), connectivity=8)

@@ -29,9 +29,13 @@ class AnalysisImage:
         return mm * self.dpi / 25.4
 
 
-def analysis_image(image: Image.Image, dpi: float) -> AnalysisImage:
+def gray_pixels(image: Image.Image) -> np.ndarray:
+    """The page as 8-bit gray, the one form every measurement and the OCR start from."""
+    return np.asarray(image.convert("L") if image.mode != "L" else image)
+
+
+def analysis_image(gray: np.ndarray, dpi: float) -> AnalysisImage:
     """Gray copy at ~150 dpi, with ink separated from the paper by Otsu's threshold."""
-    gray = np.asarray(image.convert("L") if image.mode != "L" else image)
     scale = min(1.0, ANALYSIS_DPI / dpi)
     if scale < 1.0:
         size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
@@ -178,7 +182,8 @@ def level_image(image: np.ndarray, *, quarter_turns: int, skew_deg: float, fill:
         as_bytes = out.view(np.uint8) if out.dtype == bool else out
         height, width = out.shape[:2]
         matrix = cv2.getRotationMatrix2D((width / 2.0, height / 2.0), skew_deg, 1.0)
-        flags = cv2.INTER_NEAREST if out.dtype == bool else cv2.INTER_CUBIC
+        # Linear is enough for OCR at 200-400 dpi and twice as fast as cubic on a full page.
+        flags = cv2.INTER_NEAREST if out.dtype == bool else cv2.INTER_LINEAR
         rotated = cv2.warpAffine(
             np.ascontiguousarray(as_bytes), matrix, (width, height), flags=flags,
             borderMode=cv2.BORDER_CONSTANT, borderValue=(fill, fill, fill),

@@ -73,7 +73,8 @@ def process_page(ref: PageRef, work_dir: Path, settings: Settings) -> PageResult
     stem = work_dir / f"page-{ref.index:05d}"
     with clock.stage("load"):
         page = load_page(ref, settings.limits)
-        analysis = geometry.analysis_image(page.image, page.dpi)
+        gray = geometry.gray_pixels(page.image)
+        analysis = geometry.analysis_image(gray, page.dpi)
     with clock.stage("blank"):
         evidence = detect_blank(analysis, settings.blank)
     if evidence.blank:
@@ -86,17 +87,16 @@ def process_page(ref: PageRef, work_dir: Path, settings: Settings) -> PageResult
             if abs(geo.updown_score) < settings.geometry.orientation_margin:
                 geo = _ask_tesseract(analysis, geo, stem, settings)
         with clock.stage("deskew"):
-            gray = np.asarray(page.image.convert("L") if page.image.mode != "L" else page.image)
             level = geometry.level_image(
                 gray, quarter_turns=geo.quarter_turns, skew_deg=_applied_skew(geo, settings), fill=255
             )
-            del gray
         with clock.stage("ocr"):
             ocr = read_page(
                 level, dpi=page.dpi, work=stem, languages=settings.ocr.languages,
                 timeout=settings.ocr.page_timeout_s,
             )  # fmt: skip
             del level
+    del gray
     skew = _applied_skew(geo, settings)
     if ocr.failure:
         flags["ocr_failed"] = ocr.failure

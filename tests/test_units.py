@@ -25,14 +25,14 @@ def page_150dpi():
 @pytest.mark.parametrize("turns", [0, 1, 2, 3])
 def test_measure_finds_turn_and_skew(page_150dpi, skew, turns):
     scanned = sf.scan_effects(page_150dpi, dpi=150, skew_deg=skew, rotate90=turns, noise=2.0, seed=1)
-    geo = geometry.measure(geometry.analysis_image(Image.fromarray(scanned), 150), max_skew_deg=10)
+    geo = geometry.measure(geometry.analysis_image(scanned, 150), max_skew_deg=10)
     assert geo.rotation == (4 - turns) % 4 * 90
     assert geo.skew_deg == pytest.approx(-skew, abs=0.3)
 
 
 def test_measure_gives_up_on_an_empty_page():
     blank = sf.blank_page(dpi=150, paper="A5", seed=2)
-    geo = geometry.measure(geometry.analysis_image(Image.fromarray(blank), 150), max_skew_deg=10)
+    geo = geometry.measure(geometry.analysis_image(blank, 150), max_skew_deg=10)
     assert geo.method == "none" and geo.rotation == 0
 
 
