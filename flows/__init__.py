@@ -1,0 +1,1 @@
+"""Prefect flows: the nightly run over object storage, thin wrappers around `pipeline`."""
