@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -15,8 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline import models
-from pipeline.batch import Outcome, Record, Rejection, process_inputs
-from pipeline.errors import DigitizeError
+from pipeline.batch import BatchReport, process_inputs
+from pipeline.split import DossierHint
+from pipeline.errors import ConfigError, DigitizeError
 from pipeline.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Digitize scanned dossiers into signed, searchable PDF/A records.")
@@ -40,9 +43,39 @@ ConfigOption = Annotated[
 ]
 
 
-def _settings(config: list[Path] | None, overrides: dict[str, object]) -> Settings:
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="SECTION.KEY=VALUE", help="Override one setting, e.g. triage.thick_record_pages=50 (repeatable)."),
+]
+
+
+def _settings(config: list[Path] | None, sets: list[str] | None, overrides: dict[str, object]) -> Settings:
     settings = load_settings(*(config or []))
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        overrides.setdefault(key.strip(), _toml_value(raw.strip()))
     return settings.with_overrides({k: v for k, v in overrides.items() if v is not None})
+
+
+def _toml_value(raw: str) -> object:
+    """Read a value as TOML would (numbers, true/false, quoted strings); anything else is a string."""
+    try:
+        return tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _hints(path: Path | None) -> dict[str, list[DossierHint]]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        return {name: [DossierHint(**h) for h in hints] for name, hints in data.items()}
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path}: not a dossier hints file ({exc}); expected "
+                          '{"<input name>": [{"code": ..., "first_page": 0, "last_page": 3}]}') from None
 
 
 def _fail(exc: DigitizeError) -> typer.Exit:
@@ -66,30 +99,38 @@ def process(
     pdfa: Annotated[Flavour | None, typer.Option(help="PDF/A flavour.")] = None,
     profile: Annotated[Profile | None, typer.Option(help="compact: JPEG for lossless gray/colour; archival: keep lossless.")] = None,
     jobs: Annotated[int, typer.Option(help="Pages processed at once (one Tesseract each).", min=1)] = os.cpu_count() or 1,
+    hints: Annotated[Path | None, typer.Option(help="JSON of dossier page ranges per input name; they decide the split.")] = None,
     config: ConfigOption = None,
+    set_: SetOption = None,
 ) -> None:
-    """OCR scans into searchable PDF/A records, one per input, with a JSON manifest and the text."""
+    """Split scans into dossiers and archive each as a searchable PDF/A with its manifest and text.
+
+    Clean dossiers go to OUT/records/, flagged ones to OUT/manual/<name>/ with their reasons
+    and thumbnails; OUT/report.json describes the batch.
+    """
     try:
         settings = _settings(
             config,
+            set_,
             {
                 "ocr.languages": lang,
                 "output.pdfa": pdfa.value if pdfa else None,
                 "output.profile": profile.value if profile else None,
             },
         )
-        outcomes = _run_with_progress(inputs, out, settings, jobs=jobs)
+        report = _run_with_progress(inputs, out, settings, jobs=jobs, hints=_hints(hints))
     except DigitizeError as exc:
         raise _fail(exc) from None
-    _print_summary(outcomes, out)
-    rejected = [o for o in outcomes if isinstance(o, Rejection)]
-    for rejection in rejected:
+    _print_summary(report, out)
+    for rejection in report.rejected:
         errors.print(f"[red]rejected:[/red] {rejection.reason}", highlight=False, soft_wrap=True)
-    if rejected:
-        raise typer.Exit(max(r.exit_code for r in rejected))
+    if report.rejected:
+        raise typer.Exit(max(r.exit_code for r in report.rejected))
 
 
-def _run_with_progress(inputs: list[Path], out: Path, settings: Settings, *, jobs: int) -> list[Outcome]:
+def _run_with_progress(
+    inputs: list[Path], out: Path, settings: Settings, *, jobs: int, hints: dict[str, list[DossierHint]]
+) -> BatchReport:
     columns = (
         TextColumn("[progress.description]{task.description}"), BarColumn(),
         MofNCompleteColumn(), TextColumn("pages"), TimeElapsedColumn(),
@@ -103,27 +144,33 @@ def _run_with_progress(inputs: list[Path], out: Path, settings: Settings, *, job
             else:
                 progress.update(task, total=(progress.tasks[0].total or 0) + count)
 
-        return process_inputs(inputs, out, settings, jobs=jobs, on_pages=on_pages)
+        return process_inputs(inputs, out, settings, jobs=jobs, hints=hints, on_pages=on_pages)
 
 
-def _print_summary(outcomes: list[Outcome], out: Path) -> None:
-    table = Table(title=f"Records in {out}", title_justify="left")
-    for column in ("input", "record", "pages", "blank", "OCR conf.", "flags", "status"):
+def _print_summary(report: BatchReport, out: Path) -> None:
+    table = Table(title=f"Dossiers in {out}", title_justify="left")
+    for column in ("input", "dossier", "pages", "blank removed", "OCR conf.", "flags", "where"):
         table.add_column(column, overflow="fold")
-    for outcome in outcomes:
-        if isinstance(outcome, Record):
-            flags = ", ".join(f"{k}×{v}" for k, v in sorted(outcome.flags.items())) or "-"
-            conf = f"{outcome.mean_confidence:.1f}" if outcome.mean_confidence is not None else "-"
-            status = "up to date" if outcome.up_to_date else "[green]done[/green]"
-            table.add_row(
-                outcome.input.name, outcome.pdf.name, str(outcome.pages), str(outcome.blank_pages),
-                conf, flags, status,
-            )  # fmt: skip
-        else:
-            table.add_row(outcome.input.name, "-", "-", "-", "-", "-", "[red]rejected[/red]")
+    for doc in report.documents:
+        conf = f"{doc.mean_confidence:.1f}" if doc.mean_confidence is not None else "-"
+        where = "manual" if doc.flags else "records"
+        if doc.up_to_date:
+            where += " (up to date)"
+        table.add_row(
+            doc.input.name, doc.name, str(doc.pages), str(len(doc.removed_blank_pages)), conf,
+            ", ".join(doc.flags) or "-", where,
+        )  # fmt: skip
+    for rejection in report.rejected:
+        table.add_row(rejection.input.name, "-", "-", "-", "-", "-", "[red]rejected[/red]")
     console.print(table)
-    done = sum(isinstance(o, Record) for o in outcomes)
-    console.print(f"{done} of {len(outcomes)} inputs archived as records.")
+    manual = sum(1 for doc in report.documents if doc.flags)
+    console.print(
+        f"{len(report.documents)} dossiers: {len(report.documents) - manual} archived in records/, "
+        f"{manual} for manual handling in manual/; {len(report.rejected)} inputs rejected."
+    )
+    counts = report.flag_counts()
+    if counts:
+        console.print("Flags: " + ", ".join(f"{flag} {n}" for flag, n in counts.items()))
 
 
 @app.command("models")

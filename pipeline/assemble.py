@@ -24,6 +24,7 @@ class RecordMetadata:
     agency: str = ""
     language: str = "vi"
     source_sha256: str = ""
+    dossier_code: str | None = None
 
 
 def assemble_pdfa(page_pdfs: list[Path], out: Path, *, flavour: str, metadata: RecordMetadata) -> None:
@@ -43,6 +44,8 @@ def assemble_pdfa(page_pdfs: list[Path], out: Path, *, flavour: str, metadata: R
                 xmp["dc:publisher"] = [metadata.agency]
             if metadata.source_sha256:
                 xmp["dc:source"] = f"sha256:{metadata.source_sha256}"
+            if metadata.dossier_code:
+                xmp["dc:identifier"] = metadata.dossier_code
             xmp["xmp:CreateDate"] = metadata.created.isoformat()
             xmp["xmp:ModifyDate"] = metadata.created.isoformat()
             xmp["xmp:CreatorTool"] = PRODUCER

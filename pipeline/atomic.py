@@ -10,8 +10,8 @@ from pathlib import Path
 from pipeline.errors import OutputError
 
 # mkstemp creates files only the owner can read; records should get the usual permissions.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+UMASK = os.umask(0)
+os.umask(UMASK)
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -23,7 +23,7 @@ def write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""Process scan inputs into records: pages in parallel worker processes, records assembled in order."""
+"""Process scan inputs into dossier records: pages in parallel worker processes, documents written in order."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,33 +18,39 @@ from pathlib import Path
 from pipeline import __version__, atomic, models
 from pipeline._exec import tesseract
 from pipeline.assemble import RecordMetadata, assemble_pdfa
-from pipeline.errors import DigitizeError, InputError, OutputError
+from pipeline.errors import CorruptInput, DigitizeError, InputError, OutputError
 from pipeline.page import PageResult, process_page
 from pipeline.settings import Settings
 from pipeline.sources import PageRef, ScanInput, open_input
+from pipeline.split import Document, DossierHint, split
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "digitize.record/1"
-# Pages queued per worker: enough to keep every core busy while a record is assembled,
+SCHEMA = "digitize.record/2"
+REPORT_SCHEMA = "digitize.report/1"
+RECORDS = "records"
+MANUAL = "manual"
+STATE = ".digitize"
+# Pages queued per worker: enough to keep every core busy while documents are written,
 # few enough that decoded pages never pile up.
 QUEUE_PER_WORKER = 2
 
 
 @dataclass(frozen=True)
-class Record:
-    """An input that became a record: PDF/A, manifest and text, all in `out_dir`."""
+class DocumentRecord:
+    """A dossier written out: to records/ when clean, to manual/<name>/ when flagged."""
 
     input: Path
     name: str
-    pdf: Path
+    code: str | None
+    source_pages: list[int]
+    removed_blank_pages: list[int]
+    flags: dict[str, int]  # flag -> how many pieces of evidence
+    pdf: Path | None
     manifest: Path
-    text: Path
     pages: int
-    blank_pages: int
-    flags: dict[str, int]
     mean_confidence: float | None
-    up_to_date: bool = False  # nothing to do: the same source was already processed
+    up_to_date: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,15 +62,26 @@ class Rejection:
     exit_code: int
 
 
-Outcome = Record | Rejection
+@dataclass
+class BatchReport:
+    documents: list[DocumentRecord] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def flag_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for doc in self.documents:
+            for flag in doc.flags:
+                counts[flag] = counts.get(flag, 0) + 1
+        return dict(sorted(counts.items()))
 
 
 @dataclass
 class _Job:
-    name: str
+    stem: str
     scan: ScanInput
     work: Path
     source: dict
+    hints: list[DossierHint]
     results: dict[int, PageResult] = field(default_factory=dict)
     failure: DigitizeError | None = None
 
@@ -72,86 +90,120 @@ class _Job:
         return self.failure is not None or len(self.results) == len(self.scan.pages)
 
 
+@dataclass(frozen=True)
+class _Context:
+    out_dir: Path
+    settings: Settings
+    models: list[dict]
+    settings_digest: str
+
+
 def process_inputs(
     inputs: Sequence[Path],
     out_dir: Path,
     settings: Settings,
     *,
     jobs: int,
+    hints: Mapping[str, Sequence[DossierHint]] | None = None,
     on_pages: Callable[[int], None] | None = None,
-    on_outcome: Callable[[Outcome], None] | None = None,
-) -> list[Outcome]:
-    """Turn each input into `<out_dir>/<name>.pdf|.json|.txt`, or a Rejection saying why.
+) -> BatchReport:
+    """Split each input into dossiers under `out_dir`, and describe the batch in report.json.
 
-    One bad input never stops the others. `on_pages(n)` reports pages as they are
-    known (negative n: pages that will not be done after all); `on_outcome` each result.
+    One bad input never stops the others. `hints` maps an input's file name to the
+    station's dossier page ranges. `on_pages(n)` reports pages as they are known
+    (negative n: pages that will not be done after all), and 0 for each page done.
     """
     tesseract.require_languages(settings.ocr.languages)
-    model_files = models.as_records(models.current_models(settings.ocr.languages))
-    settings_digest = hashlib.sha256(settings.model_dump_json().encode()).hexdigest()
+    context = _Context(
+        out_dir, settings, models.as_records(models.current_models(settings.ocr.languages)),
+        hashlib.sha256(settings.model_dump_json().encode()).hexdigest(),
+    )  # fmt: skip
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (out_dir / RECORDS, out_dir / MANUAL, out_dir / STATE):
+            folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out_dir}: cannot create output folder: {exc.strerror or exc}") from None
-    outcomes: dict[Path, Outcome] = {}
-
-    def finish(outcome: Outcome) -> None:
-        outcomes[outcome.input] = outcome
-        if on_outcome:
-            on_outcome(outcome)
-
+    report = BatchReport()
+    names = _Names()
     with tempfile.TemporaryDirectory(prefix="digitize-") as tmp, _executor(jobs) as pool:
-        pending_jobs: list[_Job] = []
-        for path, name in zip(inputs, output_names(inputs), strict=True):
+        pending: list[_Job] = []
+        for path, stem in zip(inputs, output_stems(inputs), strict=True):
             try:
                 scan = open_input(path, settings.limits)
                 source = _describe_source(scan)
             except InputError as exc:
-                finish(Rejection(path, str(exc), exc.exit_code))
+                report.rejected.append(Rejection(path, str(exc), exc.exit_code))
                 continue
-            existing = _up_to_date(out_dir, name, path, source["sha256"], settings_digest)
-            if existing:
-                finish(existing)
+            input_hints = list((hints or {}).get(Path(path).name, ()))
+            earlier = _up_to_date(context, stem, path, source["sha256"], input_hints)
+            if earlier is not None:
+                names.reserve(doc.name for doc in earlier)
+                report.documents.extend(earlier)
                 continue
-            work = Path(tmp) / f"{len(pending_jobs):04d}"
+            work = Path(tmp) / f"{len(pending):04d}"
             work.mkdir()
-            pending_jobs.append(_Job(name, scan, work, source))
+            pending.append(_Job(stem, scan, work, source, input_hints))
             if on_pages:
                 on_pages(len(scan.pages))
-        _run_pages(
-            pool, pending_jobs, settings, jobs=jobs, on_pages=on_pages,
-            on_done=lambda job: finish(_finish_job(job, out_dir, settings, model_files, settings_digest)),
-        )  # fmt: skip
-    return [outcomes[path] for path in inputs]
+
+        def finish(job: _Job) -> None:
+            try:
+                if job.failure is not None:
+                    raise job.failure
+                report.documents.extend(_write_documents(job, context, names))
+            except DigitizeError as exc:
+                reason = str(exc) if isinstance(exc, InputError) else f"{job.scan.path}: {exc}"
+                report.rejected.append(Rejection(job.scan.path, reason, exc.exit_code))
+            finally:
+                shutil.rmtree(job.work, ignore_errors=True)
+
+        _run_pages(pool, pending, settings, jobs=jobs, on_pages=on_pages, on_done=finish)
+    order = {Path(p): i for i, p in enumerate(inputs)}
+    report.documents.sort(key=lambda d: order.get(d.input, len(order)))
+    _write_report(report, out_dir)
+    return report
 
 
-def output_names(inputs: Sequence[Path]) -> list[str]:
-    """Name each output after its input; inputs sharing a stem keep their extension apart."""
+def output_stems(inputs: Sequence[Path]) -> list[str]:
+    """Name each input's outputs after it; inputs sharing a stem keep their extension apart."""
     stems = [Path(p).stem if Path(p).suffix else Path(p).name for p in inputs]
     names = []
     for path, stem in zip(inputs, stems, strict=True):
         clash = stems.count(stem) > 1
         names.append(f"{stem}-{Path(path).suffix.lstrip('.').lower()}" if clash and Path(path).suffix else stem)
-    seen: dict[str, int] = {}
-    unique = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        unique.append(name if seen[name] == 1 else f"{name}-{seen[name]}")
-    return unique
+    return names
+
+
+class _Names:
+    """Output names taken in this run: a dossier code, or the input's stem with -2, -3, ..."""
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set()
+
+    def reserve(self, names) -> None:
+        self.taken.update(names)
+
+    def take(self, wanted: str) -> str:
+        name, n = wanted, 1
+        while name in self.taken:
+            n += 1
+            name = f"{wanted}-{n}"
+        self.taken.add(name)
+        return name
 
 
 def _run_pages(
     pool: cf.Executor,
-    pending_jobs: list[_Job],
+    pending: list[_Job],
     settings: Settings,
     *,
     jobs: int,
     on_pages: Callable[[int], None] | None,
     on_done: Callable[[_Job], None],
 ) -> None:
-    tasks: Iterator[tuple[_Job, PageRef]] = ((job, ref) for job in pending_jobs for ref in job.scan.pages)
+    tasks: Iterator[tuple[_Job, PageRef]] = ((job, ref) for job in pending for ref in job.scan.pages)
     in_flight: dict[cf.Future, tuple[_Job, PageRef]] = {}
-    done_jobs: set[int] = set()
+    next_to_finish = 0
     window = max(1, jobs) * QUEUE_PER_WORKER
 
     def top_up() -> None:
@@ -168,16 +220,13 @@ def _run_pages(
         for future in done:
             job, ref = in_flight.pop(future)
             _collect(job, ref, future, on_pages)
-        # Records are finished in input order, so outputs appear in a predictable sequence.
-        for index, job in enumerate(pending_jobs):
-            if index in done_jobs:
-                continue
-            if not job.finished:
-                break
-            done_jobs.add(index)
+        # Inputs are finished in order, so outputs appear in a predictable sequence.
+        while next_to_finish < len(pending) and pending[next_to_finish].finished:
+            job = pending[next_to_finish]
             if job.failure is not None and on_pages:
                 on_pages(-(len(job.scan.pages) - len(job.results)))
             on_done(job)
+            next_to_finish += 1
         top_up()
 
 
@@ -191,65 +240,111 @@ def _collect(job: _Job, ref: PageRef, future: cf.Future, on_pages: Callable[[int
         return
     except Exception as exc:  # a bug must cost one input, not the night's batch
         log.exception("unexpected error on %s page %d", ref.path, ref.frame + 1)
-        job.failure = DigitizeError(f"{ref.path}: internal error on page {ref.frame + 1}: {exc!r}")
+        job.failure = DigitizeError(f"internal error on page {ref.frame + 1}: {exc!r}")
         return
     if on_pages:
         on_pages(0)
 
 
-def _finish_job(
-    job: _Job, out_dir: Path, settings: Settings, model_files: list[dict], settings_digest: str
-) -> Outcome:
-    try:
-        if job.failure is not None:
-            raise job.failure
-        return _write_record(job, out_dir, settings, model_files, settings_digest)
-    except DigitizeError as exc:
-        return Rejection(job.scan.path, str(exc) if isinstance(exc, InputError) else f"{job.scan.path}: {exc}", exc.exit_code)
-    finally:
-        shutil.rmtree(job.work, ignore_errors=True)
-
-
-def _write_record(
-    job: _Job, out_dir: Path, settings: Settings, model_files: list[dict], settings_digest: str
-) -> Record:
+def _write_documents(job: _Job, context: _Context, names: _Names) -> list[DocumentRecord]:
     pages = [job.results[i] for i in sorted(job.results)]
+    if not any(page.readable for page in pages):
+        # Nothing could be decoded: that is a corrupt input, not a dossier to review.
+        raise CorruptInput(job.scan.path, pages[0].flags["unreadable_page"]["reason"])
+    documents = split(pages, rules=context.settings.split, triage=context.settings.triage, hints=job.hints)
+    written = []
+    codeless = 0
+    for doc in documents:
+        if doc.code:
+            name = names.take(doc.code)
+            if name != doc.code:
+                doc.flag("duplicate_code", {"code": doc.code, "written_as": name})
+        else:
+            codeless += 1
+            name = names.take(job.stem if codeless == 1 else f"{job.stem}-{codeless}")
+        written.append(_write_document(job, doc, name, pages, context))
+    _save_state(context, job, written)
+    return written
+
+
+def _write_document(
+    job: _Job, doc: Document, name: str, pages: list[PageResult], context: _Context
+) -> DocumentRecord:
+    settings, out_dir = context.settings, context.out_dir
     created = datetime.now(timezone.utc).replace(microsecond=0)
-    pdf_path, json_path, txt_path = (out_dir / f"{job.name}{ext}" for ext in (".pdf", ".json", ".txt"))
-    text = "\f".join(page.text for page in pages)
-    atomic.write_text(txt_path, text + "\n")
-    started = datetime.now(timezone.utc)
-    assemble_pdfa(
-        [Path(page.page_pdf) for page in pages],
-        pdf_path,
-        flavour=settings.output.pdfa,
-        metadata=RecordMetadata(
-            title=job.name, created=created, agency=settings.output.agency,
-            source_sha256=job.source["sha256"],
-        ),
+    flagged = bool(doc.flags)
+    final_dir = out_dir / MANUAL / name if flagged else out_dir / RECORDS
+    # A manual-review folder appears whole or not at all: it is built aside, then renamed.
+    target = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir / MANUAL)) if flagged else final_dir
+    try:
+        in_pdf = [pages[i] for i in doc.pages]
+        text = "\f".join(page.text for page in in_pdf)
+        txt_path, pdf_path, json_path = (target / f"{name}{ext}" for ext in (".txt", ".pdf", ".json"))
+        atomic.write_text(txt_path, text + "\n")
+        started = datetime.now(timezone.utc)
+        if in_pdf:
+            assemble_pdfa(
+                [Path(page.page_pdf) for page in in_pdf], pdf_path, flavour=settings.output.pdfa,
+                metadata=RecordMetadata(
+                    title=name, created=created, agency=settings.output.agency,
+                    source_sha256=job.source["sha256"], dossier_code=doc.code,
+                ),
+            )  # fmt: skip
+        assemble_s = (datetime.now(timezone.utc) - started).total_seconds()
+        manifest = _manifest(job, doc, name, pages, created, assemble_s, pdf_path if in_pdf else None, txt_path, context)
+        if flagged:
+            _write_review_material(target, doc, pages)
+        # The manifest goes last: its presence says the record is complete.
+        atomic.write_text(json_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        if flagged:
+            _replace_dir(target, final_dir)
+    except BaseException:
+        if flagged:
+            shutil.rmtree(target, ignore_errors=True)
+        raise
+    confidences = [pages[i].ocr_confidence for i in doc.pages if pages[i].ocr_confidence is not None]
+    return DocumentRecord(
+        input=job.scan.path, name=name, code=doc.code, source_pages=list(doc.pages),
+        removed_blank_pages=list(doc.removed_blank),
+        flags={flag: len(items) for flag, items in sorted(doc.flags.items())},
+        pdf=final_dir / f"{name}.pdf" if in_pdf else None, manifest=final_dir / f"{name}.json",
+        pages=len(doc.pages),
+        mean_confidence=round(sum(confidences) / len(confidences), 2) if confidences else None,
     )  # fmt: skip
-    assemble_s = (datetime.now(timezone.utc) - started).total_seconds()
+
+
+def _manifest(
+    job: _Job, doc: Document, name: str, pages: list[PageResult], created: datetime,
+    assemble_s: float, pdf_path: Path | None, txt_path: Path, context: _Context,
+) -> dict:  # fmt: skip
+    settings = context.settings
+    included = doc.pages + doc.removed_blank + doc.separator_sheets + doc.unreadable
     timings: dict[str, float] = {}
-    for page in pages:
-        for stage, seconds in page.timings.items():
+    for index in included:
+        for stage, seconds in pages[index].timings.items():
             timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
     timings["assemble"] = round(assemble_s, 4)
-    flags: dict[str, int] = {}
-    for page in pages:
-        for flag in page.flags:
-            flags[flag] = flags.get(flag, 0) + 1
-    confidences = [p.ocr_confidence for p in pages if p.ocr_confidence is not None]
-    mean_conf = round(sum(confidences) / len(confidences), 2) if confidences else None
-    manifest = {
+    confidences = [pages[i].ocr_confidence for i in doc.pages if pages[i].ocr_confidence is not None]
+    return {
         "schema": SCHEMA,
         "pipeline_version": __version__,
-        "name": job.name,
+        "name": name,
+        "code": doc.code,
         "created": created.isoformat(),
         "source": job.source,
+        "document": {
+            "source_pages": doc.pages,
+            # Left out of the PDF but kept in the source scan: the removal can be undone.
+            "removed_blank_pages": doc.removed_blank,
+            "separator_sheets": doc.separator_sheets,
+            "unreadable_pages": doc.unreadable,
+            "split_by": "hints" if job.hints else "sheets",
+        },
+        "flags": doc.flags,
         "output": {
-            "pdf": pdf_path.name,
-            "pdf_sha256": atomic.sha256_file(pdf_path),
-            "pdf_bytes": pdf_path.stat().st_size,
+            "pdf": pdf_path.name if pdf_path else None,
+            "pdf_sha256": atomic.sha256_file(pdf_path) if pdf_path else None,
+            "pdf_bytes": pdf_path.stat().st_size if pdf_path else 0,
             "pdfa": settings.output.pdfa,
             "profile": settings.output.profile,
             "text": txt_path.name,
@@ -258,27 +353,74 @@ def _write_record(
         "ocr": {
             "engine": f"tesseract {tesseract.info().version}",
             "languages": settings.ocr.languages,
-            "models": model_files,
-            "mean_confidence": mean_conf,
+            "models": context.models,
+            "mean_confidence": round(sum(confidences) / len(confidences), 2) if confidences else None,
         },
-        "settings_sha256": settings_digest,
-        "flags": flags,
-        "pages": [_page_record(page) for page in pages],
+        "settings_sha256": context.settings_digest,
+        "pages": [_page_record(pages[i], in_pdf=i in doc.pages) for i in sorted(included)],
         "timings_s": timings,
     }
-    # The manifest goes last: its presence says the record is complete.
-    atomic.write_text(json_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    return Record(
-        input=job.scan.path, name=job.name, pdf=pdf_path, manifest=json_path, text=txt_path,
-        pages=len(pages), blank_pages=sum(p.blank for p in pages), flags=flags, mean_confidence=mean_conf,
-    )  # fmt: skip
 
 
-def _page_record(page: PageResult) -> dict:
+def _page_record(page: PageResult, *, in_pdf: bool) -> dict:
     record = asdict(page)
-    for internal in ("page_pdf", "text"):
+    for internal in ("page_pdf", "thumbnail", "text"):
         record.pop(internal)
+    record["in_pdf"] = in_pdf
     return record
+
+
+def _write_review_material(folder: Path, doc: Document, pages: list[PageResult]) -> None:
+    """reasons.json and a thumbnail of each flagged page, so a person can triage at a glance."""
+    flagged_pages = sorted({item["page"] for items in doc.flags.values() for item in items if "page" in item})
+    if not flagged_pages and doc.pages:
+        flagged_pages = [doc.pages[0]]  # a flag on the whole document: show where it starts
+    thumbnails = {}
+    for index in flagged_pages:
+        if pages[index].thumbnail:
+            target = folder / f"page-{index:04d}.png"
+            shutil.copyfile(pages[index].thumbnail, target)
+            thumbnails[str(index)] = target.name
+    reasons = {
+        "code": doc.code,
+        "flags": doc.flags,
+        "thumbnails": thumbnails,
+    }
+    atomic.write_text(folder / "reasons.json", json.dumps(reasons, indent=2, ensure_ascii=False) + "\n")
+
+
+def _replace_dir(staged: Path, final: Path) -> None:
+    """Swap a finished folder into place; an older version is removed only after."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.rename(final, old)
+    os.rename(staged, final)
+    os.chmod(final, 0o755 & ~atomic.UMASK)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_report(report: BatchReport, out_dir: Path) -> None:
+    def rel(path: Path | None) -> str | None:
+        return str(path.relative_to(out_dir)) if path else None
+
+    body = {
+        "schema": REPORT_SCHEMA,
+        "pipeline_version": __version__,
+        "documents": [
+            {
+                "input": str(doc.input), "code": doc.code, "source_pages": doc.source_pages,
+                "flags": sorted(doc.flags), "pdf": rel(doc.pdf), "name": doc.name,
+                "manifest": rel(doc.manifest), "removed_blank_pages": doc.removed_blank_pages,
+                "mean_confidence": doc.mean_confidence, "up_to_date": doc.up_to_date,
+            }  # fmt: skip
+            for doc in report.documents
+        ],
+        "rejected": [{"input": str(r.input), "reason": r.reason} for r in report.rejected],
+        "flag_counts": report.flag_counts(),
+    }
+    atomic.write_text(out_dir / "report.json", json.dumps(body, indent=2, ensure_ascii=False) + "\n")
 
 
 def _describe_source(scan: ScanInput) -> dict:
@@ -295,37 +437,66 @@ def _describe_source(scan: ScanInput) -> dict:
     return {"path": str(scan.path), "kind": str(scan.kind), "sha256": digest, "pages": len(scan.pages), "files": files}
 
 
+def _state_path(context: _Context, stem: str) -> Path:
+    return context.out_dir / STATE / f"{stem}.json"
+
+
+def _save_state(context: _Context, job: _Job, written: list[DocumentRecord]) -> None:
+    """Remember what this input became, so a rerun can tell it is already done."""
+    state = {
+        "source_sha256": job.source["sha256"],
+        "settings_sha256": context.settings_digest,
+        "pipeline_version": __version__,
+        "hints": [asdict(h) for h in job.hints],
+        "documents": [
+            {
+                **{k: v for k, v in asdict(doc).items() if k not in ("input", "pdf", "manifest", "up_to_date")},
+                "pdf": str(doc.pdf.relative_to(context.out_dir)) if doc.pdf else None,
+                "manifest": str(doc.manifest.relative_to(context.out_dir)),
+                "manifest_sha256": atomic.sha256_file(doc.manifest),
+            }
+            for doc in written
+        ],
+    }
+    atomic.write_text(_state_path(context, job.stem), json.dumps(state, indent=2, ensure_ascii=False) + "\n")
+
+
 def _up_to_date(
-    out_dir: Path, name: str, input_path: Path, source_sha256: str, settings_digest: str
-) -> Record | None:
-    """The record from an earlier run, if it came from the same source, settings and version."""
-    json_path = out_dir / f"{name}.json"
+    context: _Context, stem: str, input_path: Path, source_sha256: str, hints: list[DossierHint]
+) -> list[DocumentRecord] | None:
+    """The documents from an earlier run, if from the same source, settings, hints and version."""
     try:
-        manifest = json.loads(json_path.read_text("utf-8"))
-        pdf_path = out_dir / manifest["output"]["pdf"]
+        state = json.loads(_state_path(context, stem).read_text("utf-8"))
         current = (
-            manifest["source"]["sha256"] == source_sha256
-            and manifest["settings_sha256"] == settings_digest
-            and manifest["pipeline_version"] == __version__
-            and atomic.sha256_file(pdf_path) == manifest["output"]["pdf_sha256"]
+            state["source_sha256"] == source_sha256
+            and state["settings_sha256"] == context.settings_digest
+            and state["pipeline_version"] == __version__
+            and state["hints"] == [asdict(h) for h in hints]
         )
+        if not current:
+            return None
+        documents = []
+        for entry in state["documents"]:
+            manifest_path = context.out_dir / entry["manifest"]
+            manifest = json.loads(manifest_path.read_text("utf-8"))
+            pdf = context.out_dir / entry["pdf"] if entry["pdf"] else None
+            if atomic.sha256_file(manifest_path) != entry["manifest_sha256"]:
+                return None
+            if pdf and atomic.sha256_file(pdf) != manifest["output"]["pdf_sha256"]:
+                return None
+            fields = {k: v for k, v in entry.items() if k in DocumentRecord.__dataclass_fields__}
+            documents.append(
+                DocumentRecord(**{**fields, "input": input_path, "pdf": pdf, "manifest": manifest_path, "up_to_date": True})
+            )
+        return documents
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not current:
-        return None
-    pages = manifest["pages"]
-    return Record(
-        input=input_path, name=name, pdf=pdf_path, manifest=json_path,
-        text=out_dir / manifest["output"]["text"], pages=len(pages),
-        blank_pages=sum(1 for p in pages if p["blank"]), flags=manifest["flags"],
-        mean_confidence=manifest["ocr"]["mean_confidence"], up_to_date=True,
-    )  # fmt: skip
 
 
 class _InlineExecutor(cf.Executor):
     """One job: run pages in this process. Cheaper than a pool, and faults can be injected."""
 
-    def submit(self, fn, /, *args, **kwargs):  # noqa: D401 - Executor API
+    def submit(self, fn, /, *args, **kwargs):  # noqa: D401 - the Executor API
         future: cf.Future = cf.Future()
         try:
             future.set_result(fn(*args, **kwargs))

@@ -1,4 +1,4 @@
-"""Everything done to one page, in a worker process: decode, orient, deskew, OCR, encode."""
+"""Everything done to one page, in a worker process: decode, orient, deskew, OCR, classify, encode."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 
-from pipeline import geometry, paper
+from pipeline import barcodes, geometry, paper, triage, vietnamese
 from pipeline._exec import tesseract
 from pipeline.blank import BlankEvidence, detect_blank
-from pipeline.errors import ExternalProgramError
+from pipeline.errors import CorruptInput, ExternalProgramError
 from pipeline.ocr import OcrResult, read_page
 from pipeline.pdfpage import build_page_pdf, encode_for_storage
 from pipeline.settings import Settings
@@ -21,6 +20,7 @@ from pipeline.sources import PageRef, load_page
 
 # Tesseract's own orientation detector is trusted from this confidence on (its scale).
 OSD_MIN_CONFIDENCE = 2.0
+THUMBNAIL_WIDTH = 240
 
 
 @dataclass
@@ -30,27 +30,32 @@ class PageResult:
     source_index: int
     source_file: str
     source_frame: int
-    pixels: tuple[int, int]
-    dpi: float
-    dpi_inferred: bool
-    size_mm: tuple[float, float]  # the corrected page, as archived
-    rotation: int
-    orientation_method: str
-    orientation_score: float
-    sideways_ratio: float
-    deskew_angle: float
-    blank: bool
-    blank_evidence: dict
-    ocr_confidence: float | None
-    words: int
-    characters: int
-    image_encoding: str
-    image_bytes: int
-    flags: list[str]
-    flag_reasons: dict[str, str]
-    timings: dict[str, float]
-    page_pdf: str
-    text: str = field(repr=False)
+    flags: dict[str, dict] = field(default_factory=dict)  # flag -> its evidence
+    timings: dict[str, float] = field(default_factory=dict)
+    readable: bool = True
+    pixels: tuple[int, int] | None = None
+    dpi: float | None = None
+    dpi_inferred: bool | None = None
+    size_mm: tuple[float, float] | None = None  # the corrected page, as archived
+    rotation: int = 0
+    orientation_method: str = "none"
+    orientation_score: float = 0.0
+    sideways_ratio: float = 0.0
+    deskew_angle: float = 0.0
+    blank: bool = False
+    blank_evidence: dict = field(default_factory=dict)
+    ocr_confidence: float | None = None
+    words: int = 0
+    characters: int = 0
+    syllable_share: float | None = None
+    separator: dict | None = None
+    drawing: dict = field(default_factory=dict)
+    image_encoding: str | None = None
+    image_bytes: int = 0
+    # Work files and text, kept out of the manifest's page records.
+    page_pdf: str | None = field(default=None, repr=False)
+    thumbnail: str | None = field(default=None, repr=False)
+    text: str = field(default="", repr=False)
 
 
 class _Stopwatch:
@@ -67,39 +72,58 @@ class _Stopwatch:
 
 
 def process_page(ref: PageRef, work_dir: Path, settings: Settings) -> PageResult:
-    """Turn one page reference into a one-page PDF in `work_dir` and its record."""
+    """Turn one page reference into a one-page PDF and a thumbnail in `work_dir`, and its record."""
     clock = _Stopwatch()
-    flags: dict[str, str] = {}
+    result = PageResult(ref.index, ref.path.name, ref.frame, timings=clock.timings)
     stem = work_dir / f"page-{ref.index:05d}"
+    try:
+        with clock.stage("load"):
+            page = load_page(ref, settings.limits)
+    except CorruptInput as exc:
+        # One damaged page costs that page, not the dossier: a person re-scans it.
+        result.readable = False
+        result.flags["unreadable_page"] = {"reason": exc.reason}
+        return result
     with clock.stage("load"):
-        page = load_page(ref, settings.limits)
         gray = geometry.gray_pixels(page.image)
         analysis = geometry.analysis_image(gray, page.dpi)
     with clock.stage("blank"):
         evidence = detect_blank(analysis, settings.blank)
-    if evidence.blank:
-        # Nothing to orient or read; OCR would only read bleed-through as mirrored gibberish.
-        geo = geometry.Geometry(0, 0.0, 0.0, 0.0, 0, "none")
-        ocr = OcrResult("", None, None, 0, 0)
-    else:
+    geo = geometry.Geometry(0, 0.0, 0.0, 0.0, 0, "none")
+    ocr = OcrResult("", None, None, 0, 0)
+    symbols: list[barcodes.Symbol] = []
+    if not evidence.blank:
+        # Nothing to orient or read on a blank page; OCR would only read bleed-through.
         with clock.stage("orient"):
             geo = geometry.measure(analysis, max_skew_deg=settings.geometry.max_skew_deg)
             if abs(geo.updown_score) < settings.geometry.orientation_margin:
                 geo = _ask_tesseract(analysis, geo, stem, settings)
+        skew = _applied_skew(geo, settings)
         with clock.stage("deskew"):
-            level = geometry.level_image(
-                gray, quarter_turns=geo.quarter_turns, skew_deg=_applied_skew(geo, settings), fill=255
-            )
+            level = geometry.level_image(gray, quarter_turns=geo.quarter_turns, skew_deg=skew, fill=255)
+        with clock.stage("barcodes"):
+            symbols = barcodes.read_symbols(level)
         with clock.stage("ocr"):
             ocr = read_page(
                 level, dpi=page.dpi, work=stem, languages=settings.ocr.languages,
                 timeout=settings.ocr.page_timeout_s,
             )  # fmt: skip
-            del level
+        del level
     del gray
     skew = _applied_skew(geo, settings)
-    if ocr.failure:
-        flags["ocr_failed"] = ocr.failure
+    width, height = page.image.size
+    corrected = (height, width) if geo.quarter_turns % 2 else (width, height)
+    result.pixels, result.dpi, result.dpi_inferred = (width, height), round(page.dpi, 2), page.dpi_inferred
+    result.size_mm = paper.size_mm(*corrected, page.dpi)
+    result.rotation, result.orientation_method = geo.rotation, geo.method
+    result.orientation_score, result.sideways_ratio = round(geo.updown_score, 3), round(geo.sideways_ratio, 3)
+    result.deskew_angle = round(skew, 2)
+    result.blank, result.blank_evidence = evidence.blank, _blank_record(evidence)
+    result.ocr_confidence, result.words, result.characters = ocr.mean_confidence, ocr.words, ocr.characters
+    result.text = ocr.text
+    with clock.stage("triage"):
+        _classify(result, analysis, geo, symbols, ocr, settings)
+        result.thumbnail = str(_thumbnail(analysis, geo, stem))
     with clock.stage("encode"):
         stored = encode_for_storage(
             page, profile=settings.output.profile, jpeg_quality=settings.output.jpeg_quality
@@ -109,34 +133,62 @@ def process_page(ref: PageRef, work_dir: Path, settings: Settings) -> PageResult
             stored, size_px=page.image.size, dpi=page.dpi, quarter_turns=geo.quarter_turns,
             skew_deg=skew, text_pdf=ocr.text_pdf, out=page_pdf,
         )  # fmt: skip
-    width, height = page.image.size
-    corrected = (height, width) if geo.quarter_turns % 2 else (width, height)
-    return PageResult(
-        source_index=ref.index,
-        source_file=ref.path.name,
-        source_frame=ref.frame,
-        pixels=(width, height),
-        dpi=round(page.dpi, 2),
-        dpi_inferred=page.dpi_inferred,
-        size_mm=paper.size_mm(*corrected, page.dpi),
-        rotation=geo.rotation,
-        orientation_method=geo.method,
-        orientation_score=round(geo.updown_score, 3),
-        sideways_ratio=round(geo.sideways_ratio, 3),
-        deskew_angle=round(skew, 2),
-        blank=evidence.blank,
-        blank_evidence=_blank_record(evidence),
-        ocr_confidence=ocr.mean_confidence,
-        words=ocr.words,
-        characters=ocr.characters,
-        image_encoding=stored.encoding,
-        image_bytes=len(stored.data),
-        flags=sorted(flags),
-        flag_reasons=flags,
-        timings=clock.timings,
-        page_pdf=str(page_pdf),
-        text=ocr.text,
+    result.image_encoding, result.image_bytes, result.page_pdf = stored.encoding, len(stored.data), str(page_pdf)
+    return result
+
+
+def _classify(
+    result: PageResult,
+    analysis: geometry.AnalysisImage,
+    geo: geometry.Geometry,
+    symbols: list[barcodes.Symbol],
+    ocr: OcrResult,
+    settings: Settings,
+) -> None:
+    """Page-level flags, each with the values that raised it."""
+    rules = settings.triage
+    if ocr.failure:
+        result.flags["ocr_failed"] = {"reason": ocr.failure}
+    if triage.oversized(result.size_mm, rules):
+        result.flags["oversized"] = {"size_mm": list(result.size_mm), "tolerance": rules.oversize_tolerance}
+    if result.blank:
+        return
+    level = geometry.AnalysisImage(
+        analysis.gray,
+        geometry.level_image(analysis.ink, quarter_turns=geo.quarter_turns, skew_deg=result.deskew_angle),
+        analysis.dpi,
     )
+    drawing = triage.drawing_evidence(level, rules)
+    result.drawing = {"line_share": drawing.line_share, "mark_density": drawing.mark_density}
+    if drawing.drawing:
+        result.flags["technical_drawing"] = dict(result.drawing)
+    share, vietnamese_share = vietnamese.syllable_share(ocr.text)
+    result.syllable_share = round(share, 3) if share is not None else None
+    if ocr.words >= rules.min_words and not drawing.drawing:
+        low = {}
+        if ocr.mean_confidence is not None and ocr.mean_confidence < rules.min_confidence:
+            low["ocr_confidence"] = ocr.mean_confidence
+        # The syllable test only means something on a page written in Vietnamese.
+        if share is not None and vietnamese_share >= 0.1 and share < rules.min_syllable_share:
+            low["syllable_share"] = result.syllable_share
+        if low:
+            result.flags["low_confidence"] = {**low, "words": ocr.words}
+    separator = barcodes.classify(
+        symbols, ocr.text, barcodes.SeparatorRules(settings.split.code_pattern, settings.split.separator_prefix)
+    )
+    if separator is not None:
+        result.separator = {"kind": separator.kind, "code": separator.code, "evidence": separator.evidence}
+        if separator.kind == "unreadable":
+            result.flags["separator_unreadable"] = {"evidence": separator.evidence}
+
+
+def _thumbnail(analysis: geometry.AnalysisImage, geo: geometry.Geometry, stem: Path) -> Path:
+    upright = geometry.level_image(analysis.gray, quarter_turns=geo.quarter_turns, skew_deg=geo.skew_deg, fill=255)
+    scale = THUMBNAIL_WIDTH / upright.shape[1]
+    small = cv2.resize(upright, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    path = stem.with_suffix(".thumb.png")
+    cv2.imwrite(str(path), small)
+    return path
 
 
 def _applied_skew(geo: geometry.Geometry, settings: Settings) -> float:

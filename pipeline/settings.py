@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
 
@@ -48,6 +49,32 @@ class LimitSettings(_Section):
     rasterize_timeout_s: float = Field(gt=0)
 
 
+class SplitSettings(_Section):
+    code_pattern: str
+    separator_prefix: str
+    keep_receipt: bool
+    drop_blank: bool
+
+    @field_validator("code_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return pattern
+
+
+class TriageSettings(_Section):
+    oversize_tolerance: float = Field(ge=0)
+    thick_record_pages: int = Field(gt=0)
+    min_confidence: float = Field(ge=0, le=100)
+    min_syllable_share: float = Field(ge=0, le=1)
+    min_words: int = Field(ge=0)
+    drawing_min_line_share: float = Field(ge=0, le=1)
+    drawing_max_mark_density: float = Field(ge=0)
+
+
 class Settings(_Section):
     """Every knob, with its default in config/default.toml (the one place defaults live)."""
 
@@ -56,6 +83,8 @@ class Settings(_Section):
     geometry: GeometrySettings
     blank: BlankSettings
     limits: LimitSettings
+    split: SplitSettings
+    triage: TriageSettings
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:
         """Return a copy with dotted keys (``"output.pdfa"``) replaced, validated again."""

@@ -47,7 +47,7 @@ def make(out: Path) -> dict[str, Truth]:
         ("skew-minus6-300dpi.jpg", "to-khai", 300, -6.0, 0, "jpg"),
         ("turned-90-300dpi.png", "quyet-dinh", 300, 2.0, 1, "png"),
         ("turned-180-400dpi.png", "bien-ban", 400, -3.0, 2, "png"),
-        ("turned-270-200dpi-colour.jpg", "giay-tiep-nhan", 200, 1.5, 3, "colour-jpg"),
+        ("turned-270-200dpi-colour.jpg", "thong-bao", 200, 1.5, 3, "colour-jpg"),
     )):
         img, gt = page(doc, dpi, seed, skew=skew, turns=turns)
         if fmt == "png":
@@ -70,7 +70,7 @@ def make(out: Path) -> dict[str, Truth]:
 
     # A scanner PDF: one JPEG image per page.
     p1, gt1 = page("to-khai", 300, 14, skew=2.5)
-    p2, gt2 = page("giay-tiep-nhan", 300, 15, turns=2)
+    p2, gt2 = page("quyet-dinh", 300, 15, turns=2)
     sf.save_pdf(out / "scanner.pdf", [sf.encode_jpeg(p, 300, quality=80) for p in (p1, p2)], 300)
     truths["scanner.pdf"] = Truth("scanner.pdf", [0, 180], [2.5, 0.0], [False, False], 300, [gt1, gt2])
 

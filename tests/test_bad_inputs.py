@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -64,7 +65,13 @@ def test_bad_input_is_rejected_and_the_good_one_still_processed(name, fixture_sc
     assert len(lines) == 1, proc.stderr
     assert str(bad) in lines[0] and reason in lines[0], lines[0]
     # The good input is archived; the bad one leaves nothing, not even a partial file.
-    assert sorted(p.name for p in out.iterdir()) == ["bitonal-g4-400dpi.json", "bitonal-g4-400dpi.pdf", "bitonal-g4-400dpi.txt"]
+    assert sorted(p.name for p in (out / "records").iterdir()) == [
+        "bitonal-g4-400dpi.json", "bitonal-g4-400dpi.pdf", "bitonal-g4-400dpi.txt",
+    ]  # fmt: skip
+    assert list((out / "manual").iterdir()) == []
+    report = json.loads((out / "report.json").read_text("utf-8"))
+    assert [r["input"] for r in report["rejected"]] == [str(bad)]
+    assert [d["pdf"] for d in report["documents"]] == ["records/bitonal-g4-400dpi.pdf"]
     assert bad.read_bytes() == before, "processing changed an input"
 
 

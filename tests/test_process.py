@@ -18,19 +18,29 @@ from PIL import Image, ImageChops
 from tests.conftest import pdf_text, preflight, run_digitize, word_accuracy
 
 
+def _stem(name: str) -> str:
+    return Path(name).stem if Path(name).suffix else name
+
+
+def _record(out: Path, name: str) -> Path:
+    """Where an input's (single) dossier went: records/ when clean, manual/<name>/ when flagged."""
+    stem = _stem(name)
+    clean = out / "records" / f"{stem}.pdf"
+    return clean if clean.exists() else out / "manual" / stem / f"{stem}.pdf"
+
+
 def _manifest(out: Path, name: str) -> dict:
-    stem = Path(name).stem if Path(name).suffix else name
-    return json.loads((out / f"{stem}.json").read_text("utf-8"))
+    return json.loads(_record(out, name).with_suffix(".json").read_text("utf-8"))
 
 
 def test_every_input_becomes_a_record(processed, truth):
     out, proc = processed
-    assert "12 of 12 inputs archived" in proc.stdout
+    assert "12 dossiers: 12 archived in records/" in proc.stdout
     for name in truth:
-        stem = Path(name).stem if Path(name).suffix else name
         for ext in (".pdf", ".json", ".txt"):
-            assert (out / f"{stem}{ext}").stat().st_size > 0, f"{stem}{ext} missing"
-    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary files left behind"
+            assert _record(out, name).with_suffix(ext).stat().st_size > 0, f"{name}: {ext} missing"
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") and p.parent.name != ".digitize" and p.name != ".digitize"]
+    assert not leftovers, f"temporary files left behind: {leftovers}"
 
 
 def test_orientation_skew_and_blank_match_truth(processed, truth):
@@ -38,6 +48,7 @@ def test_orientation_skew_and_blank_match_truth(processed, truth):
     for name, expected in truth.items():
         pages = _manifest(out, name)["pages"]
         assert len(pages) == len(expected.rotation), name
+        assert [p["in_pdf"] for p in pages] == [not blank for blank in expected.blank]
         for page, rotation, skew, blank in zip(pages, expected.rotation, expected.skew, expected.blank, strict=True):
             where = f"{name} page {page['source_index']}"
             assert page["rotation"] == rotation, where
@@ -49,7 +60,9 @@ def test_orientation_skew_and_blank_match_truth(processed, truth):
 
 def test_every_pdfa_1b_output_passes_preflight(processed, truth):
     out, _ = processed
-    for pdf in sorted(out.glob("*.pdf")):
+    pdfs = sorted(out.rglob("*.pdf"))
+    assert len(pdfs) == len(truth)
+    for pdf in pdfs:
         assert "valid PDF/A-1b" in preflight(pdf)
 
 
@@ -57,14 +70,13 @@ def test_text_layer_reads_back_per_page(processed, truth):
     out, _ = processed
     scores = []
     for name, expected in truth.items():
-        stem = Path(name).stem if Path(name).suffix else name
-        with pikepdf.open(out / f"{stem}.pdf") as pdf:
-            assert len(pdf.pages) == len(expected.text)
-        for number, text in enumerate(expected.text, start=1):
-            if not text:
-                continue
+        pdf_path = _record(out, name)
+        texts = [text for text in expected.text if text]  # blank pages are left out of the PDF
+        with pikepdf.open(pdf_path) as pdf:
+            assert len(pdf.pages) == len(texts)
+        for number, text in enumerate(texts, start=1):
             layer = subprocess.run(
-                ["pdftotext", "-f", str(number), "-l", str(number), str(out / f"{stem}.pdf"), "-"],
+                ["pdftotext", "-f", str(number), "-l", str(number), str(pdf_path), "-"],
                 capture_output=True, text=True, check=True,
             ).stdout  # fmt: skip
             score = word_accuracy(text, layer)
@@ -76,9 +88,9 @@ def test_text_layer_reads_back_per_page(processed, truth):
 def test_manifest_records_what_drove_each_decision(processed, fixture_scans):
     out, _ = processed
     manifest = _manifest(out, "scanner.pdf")
-    assert manifest["schema"] == "digitize.record/1"
+    assert manifest["schema"] == "digitize.record/2"
     assert manifest["source"]["sha256"] == hashlib.sha256((fixture_scans / "scanner.pdf").read_bytes()).hexdigest()
-    assert manifest["output"]["pdf_sha256"] == hashlib.sha256((out / "scanner.pdf").read_bytes()).hexdigest()
+    assert manifest["output"]["pdf_sha256"] == hashlib.sha256(_record(out, "scanner.pdf").read_bytes()).hexdigest()
     assert {m["name"] for m in manifest["ocr"]["models"]} >= {"vie.traineddata", "eng.traineddata", "digitize.config"}
     assert all(m["pinned"] for m in manifest["ocr"]["models"]), "installed models differ from ocr_models/manifest.json"
     page = manifest["pages"][0]
@@ -102,23 +114,23 @@ def test_folder_pages_come_in_natural_order(processed, truth):
     out, _ = processed
     pages = _manifest(out, "page-folder")["pages"]
     assert [p["source_file"] for p in pages] == ["page1.png", "page2.png", "page10.png"]
-    text = (out / "page-folder.txt").read_text("utf-8").split("\f")
+    text = _record(out, "page-folder").with_suffix(".txt").read_text("utf-8").split("\f")
     for page_text, expected in zip(text, truth["page-folder"].text, strict=True):
         assert word_accuracy(expected, page_text) > 0.9
 
 
 def test_text_sidecar_is_nfc(processed):
     out, _ = processed
-    for txt in out.glob("*.txt"):
+    for txt in out.rglob("*.txt"):
         text = txt.read_text("utf-8")
         assert text == unicodedata.normalize("NFC", text)
-    assert "Nghệ An" in (out / "scanner.txt").read_text("utf-8")
+    assert "Nghệ An" in _record(out, "scanner.pdf").with_suffix(".txt").read_text("utf-8")
 
 
 def test_jpeg_input_is_stored_without_reencoding(processed, fixture_scans):
     out, _ = processed
     original = (fixture_scans / "skew-minus6-300dpi.jpg").read_bytes()
-    with pikepdf.open(out / "skew-minus6-300dpi.pdf") as pdf:
+    with pikepdf.open(_record(out, "skew-minus6-300dpi.jpg")) as pdf:
         (image,) = pdf.pages[0].get_images().values()
         assert pikepdf.PdfImage(image).filters == ["/DCTDecode"]
         assert image.read_raw_bytes() == original
@@ -126,7 +138,7 @@ def test_jpeg_input_is_stored_without_reencoding(processed, fixture_scans):
 
 def test_scanner_pdf_jpeg_pages_pass_through(processed, fixture_scans):
     out, _ = processed
-    with pikepdf.open(fixture_scans / "scanner.pdf") as source, pikepdf.open(out / "scanner.pdf") as record:
+    with pikepdf.open(fixture_scans / "scanner.pdf") as source, pikepdf.open(_record(out, "scanner.pdf")) as record:
         for src_page, out_page in zip(source.pages, record.pages, strict=True):
             (src_image,) = src_page.get_images().values()
             (out_image,) = out_page.get_images().values()
@@ -135,7 +147,7 @@ def test_scanner_pdf_jpeg_pages_pass_through(processed, fixture_scans):
 
 def test_bitonal_pages_stay_lossless_g4(processed, fixture_scans):
     out, _ = processed
-    with pikepdf.open(out / "bitonal-g4-400dpi.pdf") as pdf:
+    with pikepdf.open(_record(out, "bitonal-g4-400dpi.tif")) as pdf:
         (image,) = pdf.pages[0].get_images().values()
         assert pikepdf.PdfImage(image).filters == ["/CCITTFaxDecode"]
         stored = pikepdf.PdfImage(image).as_pil_image().convert("1")
@@ -147,7 +159,7 @@ def test_compact_stores_lossless_gray_as_jpeg(processed):
     out, _ = processed
     manifest = _manifest(out, "skew-6-200dpi.png")
     assert manifest["pages"][0]["image_encoding"].startswith("jpeg-q")
-    with pikepdf.open(out / "skew-6-200dpi.pdf") as pdf:
+    with pikepdf.open(_record(out, "skew-6-200dpi.png")) as pdf:
         (image,) = pdf.pages[0].get_images().values()
         assert pikepdf.PdfImage(image).filters == ["/DCTDecode"]
         assert image.ColorSpace == pikepdf.Name.DeviceGray
@@ -155,19 +167,20 @@ def test_compact_stores_lossless_gray_as_jpeg(processed):
 
 def test_archival_profile_keeps_lossless_input_lossless(fixture_scans, tmp_path):
     run_digitize("process", fixture_scans / "no-dpi.png", "--out", tmp_path, "--profile", "archival", "--jobs", "1")
-    with pikepdf.open(tmp_path / "no-dpi.pdf") as pdf:
+    record = tmp_path / "records" / "no-dpi.pdf"
+    with pikepdf.open(record) as pdf:
         (image,) = pdf.pages[0].get_images().values()
         assert pikepdf.PdfImage(image).filters == ["/FlateDecode"]
         stored = pikepdf.PdfImage(image).as_pil_image()
     source = Image.open(fixture_scans / "no-dpi.png")
     assert ImageChops.difference(stored.convert("L"), source.convert("L")).getbbox() is None
-    assert pikepdf.pdfa.validate_written(tmp_path / "no-dpi.pdf", "2b").passed
+    assert pikepdf.pdfa.validate_written(record, "2b").passed
 
 
 def test_rendered_page_is_upright_and_text_sits_on_the_words(processed, tmp_path):
     """Render the archived page; the invisible words' boxes must cover dark ink, level lines."""
     out, _ = processed
-    pdf = out / "turned-180-400dpi.pdf"
+    pdf = _record(out, "turned-180-400dpi.png")
     subprocess.run(["pdftoppm", "-r", "72", "-gray", "-png", str(pdf), str(tmp_path / "r")], check=True)
     (png,) = tmp_path.glob("r*.png")
     page = np.asarray(Image.open(png)).astype(float)
@@ -186,15 +199,20 @@ def test_rendered_page_is_upright_and_text_sits_on_the_words(processed, tmp_path
 def test_rerun_is_idempotent(fixture_scans, tmp_path):
     source = fixture_scans / "bitonal-g4-400dpi.tif"
     run_digitize("process", source, "--out", tmp_path, "--jobs", "1")
-    first = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    records = tmp_path / "records"
+    first = {p.name: p.stat().st_mtime_ns for p in records.iterdir()}
     second = run_digitize("process", source, "--out", tmp_path, "--jobs", "1")
     assert "up to date" in second.stdout
-    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == first
+    assert {p.name: p.stat().st_mtime_ns for p in records.iterdir()} == first
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["documents"][0]["up_to_date"] is True
 
 
 def test_sample_scans_read_back_with_95_percent_word_accuracy(sample_records):
     repo = Path(__file__).resolve().parents[1]
-    for pdf in sorted(sample_records.glob("*.pdf")):
+    pdfs = sorted(sample_records.rglob("*.pdf"))
+    assert len(pdfs) == 6
+    for pdf in pdfs:
         truth = (repo / "sample_scans" / f"{pdf.stem}.gt.txt").read_text("utf-8")
         score = word_accuracy(truth, pdf_text(pdf))
         assert score >= 0.95, f"{pdf.name}: {score:.3f}"

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from pipeline import geometry, paper
-from pipeline.batch import output_names
+from pipeline.batch import output_stems
 from pipeline.errors import ConfigError
 from pipeline.pdfpage import frame_size_pt, placement_matrix
 from pipeline.settings import load_settings
@@ -63,7 +63,7 @@ def test_infer_dpi_from_paper_size(size_px, dpi):
 
 
 def test_output_names_keep_inputs_apart(tmp_path):
-    names = output_names([tmp_path / "a.tif", tmp_path / "a.pdf", tmp_path / "b.png", tmp_path / "folder"])
+    names = output_stems([tmp_path / "a.tif", tmp_path / "a.pdf", tmp_path / "b.png", tmp_path / "folder"])
     assert names == ["a-tif", "a-pdf", "b", "folder"]
 
 

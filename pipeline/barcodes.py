@@ -1,0 +1,72 @@
+"""Barcodes on a page, and what they say about dossier boundaries: receipts and separator sheets."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+import zxingcpp
+
+# QR codes on receipts, Code 128 where an office prints that instead.
+_FORMATS = zxingcpp.barcode_formats_from_str("QRCode,Code128")
+# The receipt's title, without diacritics: OCR may lose some of them on a bold heading.
+_RECEIPT_TITLE = "GIAY TIEP NHAN HO SO"
+
+
+@dataclass(frozen=True)
+class Symbol:
+    format: str
+    text: str
+    valid: bool  # False: a symbol was found but could not be decoded
+
+
+@dataclass(frozen=True)
+class SeparatorRules:
+    code_pattern: str
+    generic_prefix: str
+
+
+@dataclass(frozen=True)
+class Separator:
+    """What a page says about where dossiers begin."""
+
+    kind: str  # "receipt" (starts dossier `code`), "generic" (starts a document, sheet dropped), "unreadable"
+    code: str | None
+    evidence: str
+
+
+def read_symbols(gray: np.ndarray) -> list[Symbol]:
+    found = zxingcpp.read_barcodes(gray, formats=_FORMATS, try_invert=False, return_errors=True)
+    return [Symbol(str(b.format), b.text if b.valid else "", bool(b.valid)) for b in found]
+
+
+def _plain(text: str) -> str:
+    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(stripped.upper().split())
+
+
+def classify(symbols: list[Symbol], text: str, rules: SeparatorRules) -> Separator | None:
+    """A receipt with a readable dossier code, a generic separator sheet, or a receipt we cannot read."""
+    pattern = re.compile(rules.code_pattern)
+    for symbol in symbols:
+        if symbol.valid and pattern.fullmatch(symbol.text.strip()):
+            return Separator("receipt", symbol.text.strip(), f"{symbol.format} {symbol.text.strip()}")
+    for symbol in symbols:
+        if symbol.valid and rules.generic_prefix and symbol.text.startswith(rules.generic_prefix):
+            return Separator("generic", None, f"{symbol.format} {symbol.text}")
+    damaged = [s for s in symbols if not s.valid]
+    titled = _RECEIPT_TITLE in _plain(text)
+    if titled or damaged:
+        reasons = []
+        if titled:
+            reasons.append("receipt title in the text")
+        if damaged:
+            reasons.append(f"{len(damaged)} undecodable {damaged[0].format}")
+        unmatched = [s.text for s in symbols if s.valid]
+        if unmatched:
+            reasons.append(f"codes not matching the dossier pattern: {', '.join(unmatched)}")
+        return Separator("unreadable", None, "; ".join(reasons))
+    return None
