@@ -20,6 +20,7 @@ class Symbol:
     format: str
     text: str
     valid: bool  # False: a symbol was found but could not be decoded
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the pixels it was read from
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,13 @@ class Separator:
 
 def read_symbols(gray: np.ndarray) -> list[Symbol]:
     found = zxingcpp.read_barcodes(gray, formats=_FORMATS, try_invert=False, return_errors=True)
-    return [Symbol(str(b.format), b.text if b.valid else "", bool(b.valid)) for b in found]
+    return [Symbol(str(b.format), b.text if b.valid else "", bool(b.valid), _box(b.position)) for b in found]
+
+
+def _box(position: zxingcpp.Position) -> tuple[int, int, int, int]:
+    corners = (position.top_left, position.top_right, position.bottom_right, position.bottom_left)
+    xs, ys = [p.x for p in corners], [p.y for p in corners]
+    return min(xs), min(ys), max(xs), max(ys)
 
 
 def _plain(text: str) -> str:

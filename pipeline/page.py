@@ -158,7 +158,13 @@ def _classify(
         geometry.level_image(analysis.ink, quarter_turns=geo.quarter_turns, skew_deg=result.deskew_angle),
         analysis.dpi,
     )
-    drawing = triage.drawing_evidence(level, rules)
+    scale = analysis.dpi / result.dpi
+    margin = level.px(2.0)
+    symbol_boxes = [
+        tuple(round(v * scale + d) for v, d in zip(s.box, (-margin, -margin, margin, margin), strict=True))
+        for s in symbols
+    ]
+    drawing = triage.drawing_evidence(level, rules, ignore=symbol_boxes)
     result.drawing = {"line_share": drawing.line_share, "mark_density": drawing.mark_density}
     if drawing.drawing:
         result.flags["technical_drawing"] = dict(result.drawing)

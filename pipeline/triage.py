@@ -23,9 +23,17 @@ class DrawingEvidence:
     drawing: bool
 
 
-def drawing_evidence(page: AnalysisImage, settings: TriageSettings) -> DrawingEvidence:
-    """Line art with little text: most ink in long strokes, few character-sized marks."""
-    ink = page.ink.view(np.uint8)
+def drawing_evidence(
+    page: AnalysisImage, settings: TriageSettings, *, ignore: list[tuple[int, int, int, int]] = ()
+) -> DrawingEvidence:
+    """Line art with little text: most ink in long strokes, few character-sized marks.
+
+    `ignore` holds boxes (analysis pixels) to leave out: a barcode's bars are long
+    strokes too, and a receipt is no drawing.
+    """
+    ink = page.ink.view(np.uint8).copy()
+    for x0, y0, x1, y1 in ignore:
+        ink[max(0, y0) : y1 + 1, max(0, x0) : x1 + 1] = 0
     total = int(ink.sum())
     if total == 0:
         return DrawingEvidence(0.0, 0.0, False)

@@ -453,3 +453,525 @@ def write_ground_truth(path_without_ext_or_image_path, text: str) -> Path:
     out = p.parent / f"{p.name}.gt.txt"
     out.write_text(_nfc(text), encoding="utf-8")
     return out
+
+
+# --- Dossier separators: reception receipts with a QR or Code 128 code, separator sheets -------------------
+
+RECEIPT_NAMES = [_nfc(n) for n in (
+    "Trần Văn Bình", "Nguyễn Thị Hoa", "Lê Văn Cường", "Phạm Thị Thu Hà", "Hồ Sỹ Tuấn", "Võ Thị Lan",
+    "Đặng Văn Lợi", "Hoàng Thị Mai", "Nguyễn Đình Khôi", "Bùi Thị Ngọc Ánh",
+)]
+RECEIPT_PROCEDURES = [_nfc(p) for p in (
+    "Cấp đổi giấy chứng nhận quyền sử dụng đất", "Đăng ký khai sinh", "Xác nhận tình trạng hôn nhân",
+    "Cấp giấy phép xây dựng nhà ở riêng lẻ", "Chứng thực bản sao từ bản chính giấy tờ, văn bản",
+    "Đăng ký biến động quyền sử dụng đất", "Đăng ký thường trú",
+)]
+
+
+def _symbol_modules(content: str, symbology: str) -> np.ndarray:
+    """The symbol at one pixel per module, quiet zones included, 0 = ink, 255 = paper."""
+    import zxingcpp  # only the separator generators need it
+
+    if symbology == "qr":
+        barcode = zxingcpp.create_barcode(content, zxingcpp.BarcodeFormat.QRCode, ec_level="M")
+    elif symbology == "code128":
+        barcode = zxingcpp.create_barcode(content, zxingcpp.BarcodeFormat.Code128)
+    else:
+        raise ValueError(f"unknown symbology {symbology!r}")
+    return np.asarray(zxingcpp.write_barcode_to_image(barcode, scale=1, add_quiet_zones=True), np.uint8).copy()
+
+
+def _symbol_image(content: str, *, symbology: str, code_mm: float, dpi: int) -> np.ndarray:
+    """QR: code_mm is the whole width incl. quiet zone. Code 128: code_mm is the bar height, narrow bar >= 0.25 mm."""
+    modules = _symbol_modules(content, symbology)
+    if symbology == "qr":
+        size = max(modules.shape[1], int(round(_mm(code_mm, dpi))))
+        return cv2.resize(modules, (size, size), interpolation=cv2.INTER_NEAREST)
+    narrow = max(1, math.ceil(_mm(0.25, dpi) - 1e-6))
+    row = modules[modules.shape[0] // 2]
+    height = max(1, int(round(_mm(code_mm, dpi))))
+    return cv2.resize(row[None, :], (row.size * narrow, height), interpolation=cv2.INTER_NEAREST)
+
+
+def _damage_symbol(sym: np.ndarray, *, symbology: str, rng: np.random.Generator) -> np.ndarray:
+    """Cover ~40% of the symbol with an irregular white-out or ink blot so it cannot be decoded."""
+    h, w = sym.shape
+    out = sym.copy()
+    fill = 255 if rng.random() < 0.5 else int(rng.uniform(0, 40))
+    theta = np.linspace(0, 2 * math.pi, 72, endpoint=False)
+    wobble = 1 + sum(rng.uniform(0.03, 0.08) * np.sin(k * theta + rng.uniform(0, 2 * math.pi)) for k in (2, 3, 5))
+    if symbology == "qr":
+        # Centred over one finder pattern's quadrant, reaching the middle: ~40% of the area.
+        r = 0.36 * w
+        cx = w * (0.32 if rng.random() < 0.5 else 0.68)
+        cy = h * 0.32 if cx < w / 2 or rng.random() < 0.5 else h * 0.68
+        pts = np.stack([cx + r * wobble * np.cos(theta), cy + r * wobble * np.sin(theta)], 1)
+    else:
+        # A band over the middle of the bars, full height: the start/stop pattern cannot be paired.
+        cx, cy, rx, ry = w * rng.uniform(0.4, 0.6), h / 2, 0.21 * w, 0.75 * h
+        pts = np.stack([cx + rx * wobble * np.cos(theta), cy + ry * wobble * np.sin(theta)], 1)
+    cv2.fillPoly(out, [np.round(pts).astype(np.int32)], fill, lineType=cv2.LINE_AA)
+    # A smear across the rest: a few ink strokes dragged over the modules.
+    for _ in range(int(rng.integers(2, 4))):
+        p0 = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
+        p1 = (int(np.clip(p0[0] + rng.uniform(-0.5, 0.5) * w, 0, w)), int(np.clip(p0[1] + rng.uniform(-0.5, 0.5) * h, 0, h)))
+        cv2.line(out, p0, p1, int(rng.uniform(0, 60)), max(1, int(0.04 * min(h, w))), cv2.LINE_AA)
+    return out
+
+
+def _paste_dark(page: np.ndarray, tile: np.ndarray, x0: int, y0: int) -> None:
+    h, w = tile.shape
+    region = page[y0:y0 + h, x0:x0 + w]
+    np.minimum(region, tile, out=region)
+
+
+def _shift_down(page: np.ndarray, rows: int) -> np.ndarray:
+    """Move the page content down by rows, white coming in at the top; content must not fall off."""
+    if rows <= 0:
+        return page
+    ink = np.flatnonzero((page < 128).any(axis=1))
+    assert not ink.size or ink[-1] + rows < page.shape[0], "content would be pushed off the page"
+    out = np.full_like(page, 255)
+    out[rows:] = page[:-rows]
+    return out
+
+
+def receipt_page(*, code: str | None, dpi: int, symbology: str = "qr", code_mm: float = 25.0, paper: str = "A4",
+                 seed: int = 0, readable: bool = True) -> tuple[np.ndarray, str]:
+    """A reception receipt (giấy tiếp nhận hồ sơ) with its dossier code as a QR or Code 128 in the top right.
+
+    For QR, code_mm is the symbol's width including the quiet zone; for Code 128 it is the bar height.
+    readable=False draws a damaged symbol that cannot be decoded (also when code is None); code=None
+    with readable=True draws no symbol. Returns the clean page and the ground truth of its text.
+    """
+    rng = np.random.default_rng(seed)
+    name = RECEIPT_NAMES[int(rng.integers(len(RECEIPT_NAMES)))]
+    procedure = RECEIPT_PROCEDURES[int(rng.integers(len(RECEIPT_PROCEDURES)))]
+    day, month = int(rng.integers(1, 18)), int(rng.integers(1, 13))
+    year = int(rng.choice([2025, 2026]))
+    lines = [f"Mã hồ sơ: {code}" if code else "Mã hồ sơ: ....................", f"Người nộp hồ sơ: {name}"]
+    extra = [f"Thủ tục: {procedure}",
+             f"Ngày nhận hồ sơ: {day:02d}/{month:02d}/{year}; ngày hẹn trả kết quả: {day + 10:02d}/{month:02d}/{year}"]
+    lines += extra[:int(rng.integers(0, 3))]
+    page, gt = render_page(text_lines_or_paragraphs=NATIONAL_MOTTO + [Heading(TITLES["giay-tiep-nhan"])] + lines,
+                           dpi=dpi, paper=paper, font=str(rng.choice(["serif", "sans"])), font_pt=12.5,
+                           seed=int(rng.integers(1 << 31)))
+    if code is None and readable:
+        return page, gt
+    content = code or "000.00.{:02d}.H{:02d}-{:06d}-{:04d}".format(*rng.integers([10, 10, 0, 0], [99, 99, 999999, 9999]))
+    sym = _symbol_image(content, symbology=symbology, code_mm=code_mm, dpi=dpi)
+    if not readable:
+        sym = _damage_symbol(sym, symbology=symbology, rng=rng)
+    h, w = page.shape
+    x0 = int(round(w - _mm(rng.uniform(12, 18), dpi) - sym.shape[1]))
+    y0 = int(round(_mm(rng.uniform(10, 15), dpi)))
+    ink = np.flatnonzero((page < 128).any(axis=1))
+    page = _shift_down(page, int(y0 + sym.shape[0] + _mm(4, dpi) - (ink[0] if ink.size else 0)))
+    _paste_dark(page, sym, x0, y0)
+    return page, gt
+
+
+def separator_sheet(*, payload: str = "SEP", dpi: int, seed: int = 0, code_mm: float = 40, paper: str = "A4") -> np.ndarray:
+    """A mostly empty separator sheet: a big QR holding payload and the line "TỜ PHÂN CÁCH / SEPARATOR"."""
+    rng = np.random.default_rng(seed)
+    h, w = paper_px(dpi=dpi, paper=paper)
+    page = np.full((h, w), 255, np.uint8)
+    sym = _symbol_image(payload, symbology="qr", code_mm=code_mm, dpi=dpi)
+    x0 = int(round((w - sym.shape[1]) / 2 + _mm(rng.uniform(-10, 10), dpi)))
+    y0 = int(round(_mm(rng.uniform(40, 70), dpi)))
+    _paste_dark(page, sym, x0, y0)
+    img = Image.fromarray(page)
+    font = ImageFont.truetype(_font_path("sans", True), max(8, round(18 / 72 * dpi)))
+    ImageDraw.Draw(img).text((w / 2, y0 + sym.shape[0] + _mm(15, dpi)), _nfc("TỜ PHÂN CÁCH / SEPARATOR"),
+                             font=font, fill=0, anchor="mt")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+# --- Technical drawings ------------------------------------------------------------------------------------------
+
+class _Sheet:
+    """Drawing helper: millimetre coordinates on a white landscape sheet, cv2 line art, PIL text last."""
+
+    def __init__(self, *, dpi: int, paper: str):
+        self.dpi = dpi
+        ph, pw = paper_px(dpi=dpi, paper=paper)
+        self.img = np.full((pw, ph), 255, np.uint8)  # landscape: height = short side
+        self.w_mm, self.h_mm = PAPER_MM[paper][1], PAPER_MM[paper][0]
+        self.texts: list[tuple[float, float, str, float, bool, str]] = []
+
+    def px(self, x: float, y: float) -> tuple[int, int]:
+        return int(round(_mm(x, self.dpi))), int(round(_mm(y, self.dpi)))
+
+    def t(self, mm: float) -> int:
+        return max(1, int(round(_mm(mm, self.dpi))))
+
+    def line(self, p, q, mm: float = 0.35, shade: int = 0) -> None:
+        cv2.line(self.img, self.px(*p), self.px(*q), shade, self.t(mm), cv2.LINE_AA)
+
+    def polyline(self, pts, mm: float = 0.35, closed: bool = False) -> None:
+        arr = np.array([self.px(*p) for p in pts], np.int32)
+        cv2.polylines(self.img, [arr], closed, 0, self.t(mm), cv2.LINE_AA)
+
+    def rect(self, x0, y0, x1, y1, mm: float = 0.35) -> None:
+        self.polyline([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], mm, closed=True)
+
+    def fill_rect(self, x0, y0, x1, y1, shade: int = 255) -> None:
+        cv2.rectangle(self.img, self.px(x0, y0), self.px(x1, y1), shade, -1)
+
+    def circle(self, c, r: float, mm: float = 0.35, fill: bool = False) -> None:
+        cv2.circle(self.img, self.px(*c), int(round(_mm(r, self.dpi))), 0, -1 if fill else self.t(mm), cv2.LINE_AA)
+
+    def arc(self, c, r: float, a0: float, a1: float, mm: float = 0.25) -> None:
+        rr = int(round(_mm(r, self.dpi)))
+        cv2.ellipse(self.img, self.px(*c), (rr, rr), 0, a0, a1, 0, self.t(mm), cv2.LINE_AA)
+
+    def dashed(self, p, q, mm: float = 0.25, pattern=(8.0, 1.5, 1.0, 1.5)) -> None:
+        """Dash-dot by default (centre lines); pattern alternates drawn / gap lengths in mm."""
+        p, q = np.asarray(p, float), np.asarray(q, float)
+        length = float(np.linalg.norm(q - p))
+        d = (q - p) / max(length, 1e-9)
+        pos, k = 0.0, 0
+        while pos < length:
+            seg = pattern[k % len(pattern)]
+            if k % 2 == 0:
+                self.line(p + d * pos, p + d * min(length, pos + seg), mm)
+            pos += seg
+            k += 1
+
+    def arrow_head(self, tip, direction, size: float = 2.5) -> None:
+        tip, d = np.asarray(tip, float), np.asarray(direction, float)
+        d = d / np.linalg.norm(d)
+        n = np.array([-d[1], d[0]])
+        base = tip - d * size
+        pts = np.array([self.px(*tip), self.px(*(base + n * size * 0.18)), self.px(*(base - n * size * 0.18))], np.int32)
+        cv2.fillPoly(self.img, [pts], 0, cv2.LINE_AA)
+
+    def dimension(self, p, q, offset: float, label: str, text_mm: float = 2.8) -> None:
+        """Extension lines, a dimension line with arrowheads on both ends and its value."""
+        p, q = np.asarray(p, float), np.asarray(q, float)
+        d = (q - p) / np.linalg.norm(q - p)
+        n = np.array([-d[1], d[0]]) * (1 if offset >= 0 else -1)
+        off = abs(offset)
+        self.line(p + n * 1.0, p + n * (off + 2.0), 0.18)
+        self.line(q + n * 1.0, q + n * (off + 2.0), 0.18)
+        a, b = p + n * off, q + n * off
+        self.line(a, b, 0.18)
+        self.arrow_head(a, a - b)
+        self.arrow_head(b, b - a)
+        mid = (a + b) / 2 + n * (text_mm * 0.9)
+        self.text(mid, label, text_mm, anchor="mm")
+
+    def hatch(self, poly, spacing: float = 2.0, angle: float = 45.0, mm: float = 0.18) -> None:
+        """Parallel hatching clipped to a polygon (mm coordinates)."""
+        arr = np.array([self.px(*p) for p in poly], np.int32)
+        x, y, w, h = cv2.boundingRect(arr)
+        mask = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(mask, [arr - [x, y]], 255)
+        layer = np.full((h, w), 255, np.uint8)
+        step = _mm(spacing, self.dpi)
+        a = math.radians(angle)
+        d = np.array([math.cos(a), -math.sin(a)])
+        n = np.array([-d[1], d[0]])
+        diag = math.hypot(w, h)
+        centre = np.array([w / 2, h / 2])
+        for k in range(-int(diag / step) - 1, int(diag / step) + 2):
+            c = centre + n * k * step
+            p0, p1 = c - d * diag, c + d * diag
+            cv2.line(layer, (int(p0[0]), int(p0[1])), (int(p1[0]), int(p1[1])), 0, self.t(mm), cv2.LINE_AA)
+        region = self.img[y:y + h, x:x + w]
+        np.minimum(region, np.where(mask > 0, layer, 255).astype(np.uint8), out=region)
+
+    def text(self, at, label: str, size_mm: float, *, bold: bool = False, anchor: str = "ls") -> None:
+        self.texts.append((float(at[0]), float(at[1]), _nfc(label), size_mm, bold, anchor))
+
+    def render(self) -> np.ndarray:
+        img = Image.fromarray(self.img)
+        draw = ImageDraw.Draw(img)
+        for x, y, label, size_mm, bold, anchor in self.texts:
+            font = ImageFont.truetype(_font_path("sans", bold), max(6, int(round(_mm(size_mm * 1.4, self.dpi)))))
+            draw.text(self.px(x, y), label, font=font, fill=0, anchor=anchor)
+        return np.asarray(img, dtype=np.uint8).copy()
+
+
+def _title_block(s: _Sheet, x1: float, y1: float, title: str, scale: str, number: str, rng) -> None:
+    """Bottom-right title block ending at (x1, y1)."""
+    w, h = 110.0, 32.0
+    x0, y0 = x1 - w, y1 - h
+    s.rect(x0, y0, x1, y1, 0.5)
+    for y in (y0 + 12, y0 + 22):
+        s.line((x0, y), (x1, y), 0.25)
+    s.line((x0 + 70, y0 + 12), (x0 + 70, y1), 0.25)
+    s.text((x0 + w / 2, y0 + 6), title, 3.5, bold=True, anchor="mm")
+    s.text((x0 + 3, y0 + 18.5), f"Tỷ lệ {scale}", 2.8)
+    s.text((x0 + 73, y0 + 18.5), f"Số: {number}", 2.8)
+    s.text((x0 + 3, y0 + 28.5), f"Ngày: {int(rng.integers(1, 28)):02d}/{int(rng.integers(1, 13)):02d}/2025", 2.8)
+    s.text((x0 + 73, y0 + 28.5), "Thiết kế: KTS", 2.8)
+
+
+def _floor_plan(s: _Sheet, box, rng) -> tuple[str, str]:
+    x0, y0, x1, y1 = box
+    bw, bh = (x1 - x0) * 0.82, (y1 - y0) * 0.72
+    bx, by = x0 + (x1 - x0) * 0.12, y0 + (y1 - y0) * 0.16
+    wall = 2.0
+    # Axes on the outer wall centre lines and one or two interior walls each way.
+    xs = [bx] + sorted(bx + bw * f for f in rng.uniform(0.3, 0.7, int(rng.integers(1, 3)))) + [bx + bw]
+    ys = [by] + [by + bh * float(rng.uniform(0.4, 0.6))] + [by + bh]
+    if len(xs) == 4 and xs[2] - xs[1] < 15:
+        xs.pop(2)
+    outer = [(bx - wall / 2, by - wall / 2), (bx + bw + wall / 2, by - wall / 2),
+             (bx + bw + wall / 2, by + bh + wall / 2), (bx - wall / 2, by + bh + wall / 2)]
+    inner = [(bx + wall / 2, by + wall / 2), (bx + bw - wall / 2, by + wall / 2),
+             (bx + bw - wall / 2, by + bh - wall / 2), (bx + wall / 2, by + bh - wall / 2)]
+    s.polyline(outer, 0.6, closed=True)
+    s.polyline(inner, 0.6, closed=True)
+    s.hatch([outer[0], outer[1], inner[1], inner[0]], 1.2)
+    s.hatch([outer[2], outer[3], inner[3], inner[2]], 1.2)
+    s.hatch([outer[1], outer[2], inner[2], inner[1]], 1.2)
+    s.hatch([outer[3], outer[0], inner[0], inner[3]], 1.2)
+    half = 0.6
+    for x in xs[1:-1]:
+        s.line((x - half, by + wall / 2), (x - half, by + bh - wall / 2), 0.45)
+        s.line((x + half, by + wall / 2), (x + half, by + bh - wall / 2), 0.45)
+    s.line((bx + wall / 2, ys[1] - half), (bx + bw - wall / 2, ys[1] - half), 0.45)
+    s.line((bx + wall / 2, ys[1] + half), (bx + bw - wall / 2, ys[1] + half), 0.45)
+    # Doors: a gap in the wall, the leaf and its swing arc.
+    for x in xs[:-1]:
+        dx = x + float(rng.uniform(3, 6))
+        s.fill_rect(dx, ys[1] - half - 0.3, dx + 8, ys[1] + half + 0.3)
+        s.line((dx, ys[1]), (dx, ys[1] - 8), 0.3)
+        s.arc((dx, ys[1]), 8, -90, 0, 0.2)
+    # Windows in the outer walls: a gap with three thin lines.
+    for x in xs[:-1]:
+        wx = x + float(rng.uniform(5, 9))
+        for yy in (by, by + bh):
+            s.fill_rect(wx, yy - wall / 2 - 0.2, wx + 10, yy + wall / 2 + 0.2)
+            for k in (-1, 0, 1):
+                s.line((wx, yy + k * wall / 2), (wx + 10, yy + k * wall / 2), 0.18)
+            s.line((wx, yy - wall / 2), (wx, yy + wall / 2), 0.25)
+            s.line((wx + 10, yy - wall / 2), (wx + 10, yy + wall / 2), 0.25)
+    # Grid axes with bubbles, and dimension chains.
+    for i, x in enumerate(xs):
+        s.dashed((x, by - 16), (x, by + bh + 4))
+        s.circle((x, by - 20), 3.5, 0.25)
+        s.text((x, by - 20), str(i + 1), 3.0, anchor="mm")
+    for i, y in enumerate(ys):
+        s.dashed((bx - 16, y), (bx + bw + 4, y))
+        s.circle((bx - 20, y), 3.5, 0.25)
+        s.text((bx - 20, y), "ABC"[i], 3.0, anchor="mm")
+    for a, b in zip(xs, xs[1:]):
+        s.dimension((a, by - wall / 2), (b, by - wall / 2), -7, f"{round(b - a) * 100}")
+    s.dimension((xs[0], by - wall / 2), (xs[-1], by - wall / 2), -12, f"{round(bw) * 100}")
+    for a, b in zip(ys, ys[1:]):
+        s.dimension((bx - wall / 2, a), (bx - wall / 2, b), 7, f"{round(b - a) * 100}")
+    rooms = ["P.KHÁCH", "P.NGỦ 1", "BẾP", "WC", "P.NGỦ 2", "KHO"]
+    k = 0
+    for ya, yb in zip(ys, ys[1:]):
+        for xa, xb in zip(xs, xs[1:]):
+            s.text(((xa + xb) / 2, (ya + yb) / 2), rooms[k % len(rooms)], 2.5, anchor="mm")
+            k += 1
+    return "BẢN VẼ MẶT BẰNG TẦNG 1", "1:100"
+
+
+def _mechanical_part(s: _Sheet, box, rng) -> tuple[str, str]:
+    x0, y0, x1, y1 = box
+    cx, cy = x0 + (x1 - x0) * 0.28, y0 + (y1 - y0) * 0.46
+    r_out = min(x1 - x0, y1 - y0) * float(rng.uniform(0.27, 0.32))
+    r_hub, r_bore, r_bolt = r_out * 0.45, r_out * 0.25, r_out * 0.75
+    n_holes = int(rng.choice([4, 6, 8]))
+    r_hole = r_out * 0.08
+    s.circle((cx, cy), r_out, 0.6)
+    s.circle((cx, cy), r_hub, 0.5)
+    s.circle((cx, cy), r_bore, 0.6)
+    s.dashed((cx - r_out - 6, cy), (cx + r_out + 6, cy))
+    s.dashed((cx, cy - r_out - 6), (cx, cy + r_out + 6))
+    for k in range(n_holes):
+        a = 2 * math.pi * k / n_holes + math.pi / n_holes
+        hx, hy = cx + r_bolt * math.cos(a), cy + r_bolt * math.sin(a)
+        s.circle((hx, hy), r_hole, 0.5)
+        s.line((hx - r_hole * 1.5, hy), (hx + r_hole * 1.5, hy), 0.18)
+        s.line((hx, hy - r_hole * 1.5), (hx, hy + r_hole * 1.5), 0.18)
+    # Bolt circle drawn as dash-dot arcs.
+    steps = 48
+    for k in range(0, steps, 2):
+        s.arc((cx, cy), r_bolt, 360 * k / steps, 360 * (k + 1.4) / steps, 0.18)
+    # Keyway in the bore.
+    kw = r_bore * 0.5
+    s.rect(cx - kw / 2, cy - r_bore - kw * 0.6, cx + kw / 2, cy - r_bore + 0.5, 0.4)
+    # Section view to the right: flange + hub profile, hatched except the bore.
+    sx = cx + r_out + 30
+    t_fl, t_hub = r_out * 0.3, r_out * 0.55
+    top = [(sx, cy - r_out), (sx + t_fl, cy - r_out), (sx + t_fl, cy - r_hub), (sx + t_fl + t_hub, cy - r_hub),
+           (sx + t_fl + t_hub, cy - r_bore), (sx, cy - r_bore)]
+    bottom = [(x, 2 * cy - y) for x, y in top]
+    for prof in (top, bottom):
+        s.polyline(prof, 0.6, closed=True)
+        s.hatch(prof, 1.8, 45)
+    s.dashed((sx - 6, cy), (sx + t_fl + t_hub + 6, cy))
+    hole_y = cy - r_bolt
+    s.dashed((sx - 3, hole_y), (sx + t_fl + 3, hole_y))
+    s.fill_rect(sx + 0.4, hole_y - r_hole, sx + t_fl - 0.4, hole_y + r_hole)
+    s.line((sx, hole_y - r_hole), (sx + t_fl, hole_y - r_hole), 0.4)
+    s.line((sx, hole_y + r_hole), (sx + t_fl, hole_y + r_hole), 0.4)
+    d_out = int(round(r_out * 2 * 2.5 / 5) * 5)
+    s.dimension((cx - r_out, cy + r_out), (cx + r_out, cy + r_out), 8, f"Ø{d_out}")
+    s.dimension((cx - r_bore, cy - r_out), (cx + r_bore, cy - r_out), -6, f"Ø{int(d_out * r_bore / r_out)}")
+    s.dimension((sx, cy + r_out), (sx + t_fl, cy + r_out), 8, f"{int(d_out * t_fl / r_out / 2)}")
+    s.dimension((sx, cy + r_out), (sx + t_fl + t_hub, cy + r_out), 16, f"{int(d_out * (t_fl + t_hub) / r_out / 2)}")
+    s.dimension((sx + t_fl + t_hub, cy - r_hub), (sx + t_fl + t_hub, cy + r_hub), -8,
+                f"Ø{int(d_out * r_hub / r_out)}")
+    s.text((cx + r_out * 0.55, cy - r_out - 4), f"{n_holes} lỗ Ø{int(d_out * r_hole / r_out)}", 2.8)
+    s.text((sx, cy - r_out - 6), "A-A", 3.5, bold=True)
+    return "CHI TIẾT MẶT BÍCH", "1:2"
+
+
+def _site_plan(s: _Sheet, box, rng) -> tuple[str, str]:
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    # Contour lines across the whole area.
+    xs = np.linspace(x0 + 5, x1 - 5, 60)
+    for k in range(int(rng.integers(3, 5))):
+        base = y0 + h * (0.12 + 0.16 * k)
+        ys = base + 6 * np.sin(xs / w * float(rng.uniform(3, 6)) + float(rng.uniform(0, 6))) + 3 * np.sin(xs / 7)
+        s.polyline(list(zip(xs, ys)), 0.18)
+    # Road along the bottom with a dashed centre line.
+    ry = y0 + h * 0.86
+    s.line((x0 + 5, ry - 7), (x1 - 5, ry - 7), 0.5)
+    s.line((x0 + 5, ry + 7), (x1 - 5, ry + 7), 0.5)
+    s.dashed((x0 + 5, ry), (x1 - 5, ry), 0.25, (6.0, 3.0))
+    # The parcel: an irregular polygon with its edge lengths.
+    px0, px1 = x0 + w * 0.12, x0 + w * 0.62
+    py0, py1 = y0 + h * 0.12, ry - 12
+    jit = lambda: float(rng.uniform(-6, 6))  # noqa: E731
+    parcel = [(px0 + jit(), py0 + jit()), ((px0 + px1) / 2 + jit(), py0 - 4 + jit()), (px1 + jit(), py0 + jit()),
+              (px1 + jit(), py1), (px0 + jit(), py1)]
+    s.polyline(parcel, 0.7, closed=True)
+    for a, b in zip(parcel, parcel[1:] + parcel[:1]):
+        length = math.dist(a, b) * 5 / 10
+        mid = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)
+        s.text((mid[0] + 2, mid[1] - 2), f"{length:.2f}", 2.5)
+    s.dimension((x1 - 30, ry - 7), (x1 - 30, ry + 7), -4, "13.0")
+    s.dimension(parcel[4], parcel[3], 20, f"{math.dist(parcel[4], parcel[3]) * 5 / 10:.1f}")
+    for i, p in enumerate(parcel):
+        s.circle(p, 0.8, fill=True)
+        s.text((p[0] + 1.5, p[1] + 4), str(i + 1), 2.5)
+    # Buildings: hatched rectangles inside the parcel.
+    for k in range(int(rng.integers(2, 4))):
+        bx = px0 + 10 + (px1 - px0 - 20) * (k / 3 + float(rng.uniform(0, 0.05)))
+        by = py0 + 12 + float(rng.uniform(0, 20))
+        bw, bh = float(rng.uniform(18, (px1 - px0) / 3 - 4)), float(rng.uniform(20, 35))
+        rect = [(bx, by), (bx + bw, by), (bx + bw, by + bh), (bx, by + bh)]
+        s.fill_rect(bx, by, bx + bw, by + bh)
+        s.polyline(rect, 0.5, closed=True)
+        s.hatch(rect, 2.5, 45 if k % 2 else 135)
+    # Trees and a north arrow.
+    for _ in range(int(rng.integers(6, 11))):
+        tx, ty = float(rng.uniform(px0 + 5, px1 - 5)), float(rng.uniform(py1 - 20, py1 - 5))
+        r = float(rng.uniform(2.5, 4.5))
+        s.circle((tx, ty), r, 0.25)
+        s.circle((tx, ty), 0.4, fill=True)
+    nx, ny = x0 + w * 0.8, y0 + h * 0.15
+    s.circle((nx, ny), 8, 0.3)
+    pts = np.array([s.px(nx, ny - 10), s.px(nx + 3, ny + 5), s.px(nx, ny + 2), s.px(nx - 3, ny + 5)], np.int32)
+    cv2.fillPoly(s.img, [pts], 0, cv2.LINE_AA)
+    s.text((nx, ny - 13), "N", 3.5, bold=True, anchor="ms")
+    return "MẶT BẰNG TỔNG THỂ", "1:500"
+
+
+def drawing_page(*, dpi: int, paper: str = "A4", seed: int = 0) -> np.ndarray:
+    """A synthetic engineering drawing on a landscape sheet: frame, title block, line art, little text.
+
+    seed % 3 picks the variant: 0 floor plan, 1 mechanical part, 2 site plan.
+    """
+    rng = np.random.default_rng(seed)
+    s = _Sheet(dpi=dpi, paper=paper)
+    fx0, fy0, fx1, fy1 = 20.0, 10.0, s.w_mm - 10, s.h_mm - 10
+    s.rect(fx0, fy0, fx1, fy1, 0.7)
+    s.rect(5, 5, s.w_mm - 5, s.h_mm - 5, 0.25)
+    # Content area: above the title block on the right, full height on the left.
+    box = (fx0 + 5, fy0 + 5, fx1 - 5, fy1 - 38)
+    variant = seed % 3
+    title, scale = (_floor_plan, _mechanical_part, _site_plan)[variant](s, box, rng)
+    _title_block(s, fx1, fy1, title, scale, f"{('KT', 'CK', 'QH')[variant]}-{int(rng.integers(1, 20)):02d}", rng)
+    return s.render()
+
+
+# --- Forms with ruled tables ---------------------------------------------------------------------------------------
+
+_TABLE_FORMS = [
+    ("TỜ KHAI THÀNH VIÊN HỘ GIA ĐÌNH", 7, ["STT", "Họ và tên", "Ngày sinh", "Quan hệ với chủ hộ"],
+     [["Nguyễn Văn Hùng", "12/04/1968", "Chủ hộ"], ["Trần Thị Lý", "03/09/1971", "Vợ"],
+      ["Nguyễn Văn Tâm", "21/01/1995", "Con"], ["Nguyễn Thị Thảo", "15/06/1998", "Con"],
+      ["Nguyễn Minh Đức", "30/11/2003", "Con"], ["Lê Thị Hằng", "08/02/1945", "Mẹ"],
+      ["Nguyễn Gia Bảo", "19/07/2020", "Cháu"], ["Phạm Thị Yến", "25/12/1996", "Con dâu"],
+      ["Nguyễn Văn Lộc", "02/03/1999", "Con"]]),
+    ("BẢNG KÊ THÀNH PHẦN HỒ SƠ", 3, ["STT", "Tên giấy tờ", "Số lượng", "Ghi chú"],
+     [["Đơn đề nghị cấp đổi giấy chứng nhận", "01", "Bản chính"], ["Giấy chứng nhận đã cấp", "01", "Bản gốc"],
+      ["Căn cước công dân", "01", "Bản sao"], ["Sơ đồ thửa đất", "01", "Bản chính"],
+      ["Biên bản kiểm tra hiện trạng", "01", "Bản chính"], ["Giấy ủy quyền", "01", "Có chứng thực"],
+      ["Tờ khai lệ phí trước bạ", "02", "Theo mẫu"], ["Hợp đồng chuyển nhượng", "01", "Bản sao"],
+      ["Biên lai nộp phí", "01", "Bản chính"]]),
+    ("TỜ KHAI ĐĂNG KÝ THƯỜNG TRÚ", 8, ["STT", "Nội dung", "Thông tin kê khai"],
+     [["Họ, chữ đệm và tên", "Lê Văn Cường"], ["Ngày, tháng, năm sinh", "14/03/1987"],
+      ["Số định danh cá nhân", "040187003521"], ["Dân tộc, tôn giáo", "Kinh, không"],
+      ["Nơi thường trú hiện nay", "Xóm 5, xã Nghi Phong"], ["Nơi đăng ký mới", "Khối 7, phường Hưng Dũng"],
+      ["Nghề nghiệp, nơi làm việc", "Giáo viên, trường Tiểu học"], ["Số điện thoại liên hệ", "0912 345 678"],
+      ["Quan hệ với chủ hộ", "Con"]]),
+]
+
+
+def table_form_page(*, dpi: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """An A4 form (tờ khai) with motto, title, a paragraph and a ruled table of Vietnamese text.
+
+    The ground truth has the text lines, then one line per table row with its cells joined by spaces.
+    """
+    rng = np.random.default_rng(seed)
+    title, para, header, rows = _TABLE_FORMS[int(rng.integers(len(_TABLE_FORMS)))]
+    n_rows = int(rng.integers(5, min(10, len(rows)) + 1))
+    rows = [[str(i + 1)] + [_nfc(c) for c in r] for i, r in enumerate(rows[:n_rows])]
+    header = [_nfc(c) for c in header]
+    family = str(rng.choice(["serif", "sans"]))
+    font_pt = 12.0
+    page, gt = render_page(text_lines_or_paragraphs=NATIONAL_MOTTO + [Heading(title), VIETNAMESE_PARAGRAPHS[para]],
+                           dpi=dpi, paper="A4", font=family, font_pt=font_pt, seed=int(rng.integers(1 << 31)))
+    h, w = page.shape
+    size_px = max(6, round(font_pt / 72 * dpi))
+    body = ImageFont.truetype(_font_path(family, False), size_px)
+    bold = ImageFont.truetype(_font_path(family, True), size_px)
+    side = _mm(22, dpi)
+    pad = _mm(2, dpi)
+    widths = [max(bold.getlength(header[c]), *(body.getlength(r[c]) for r in rows)) + 2 * pad for c in range(len(header))]
+    spare = (w - 2 * side) - sum(widths)
+    assert spare > 0, "table too wide for the page"
+    widths = [wd + spare * (wd / sum(widths[1:])) if c else wd for c, wd in enumerate(widths)]
+    row_h = size_px * 1.9
+    ink = np.flatnonzero((page < 128).any(axis=1))
+    top = ink[-1] + size_px * 1.5
+    img = Image.fromarray(page)
+    draw = ImageDraw.Draw(img)
+    line_w = max(1, round(_mm(0.25, dpi)))
+    xs = np.concatenate([[side], side + np.cumsum(widths)])
+    n = len(rows) + 1
+    assert top + n * row_h < h - _mm(20, dpi), "table does not fit"
+    for i in range(n + 1):
+        y = top + i * row_h
+        draw.line([(xs[0], y), (xs[-1], y)], fill=0, width=line_w)
+    for x in xs:
+        draw.line([(x, top), (x, top + n * row_h)], fill=0, width=line_w)
+    ascent, descent = body.getmetrics()
+    for i, cells in enumerate([header] + rows):
+        baseline = top + i * row_h + row_h / 2 + (ascent - descent) / 2
+        for c, text in enumerate(cells):
+            if i == 0:
+                draw.text(((xs[c] + xs[c + 1]) / 2, baseline), text, font=bold, fill=0, anchor="ms")
+            elif c == 0:
+                draw.text(((xs[c] + xs[c + 1]) / 2, baseline), text, font=body, fill=0, anchor="ms")
+            else:
+                draw.text((xs[c] + pad, baseline), text, font=body, fill=0, anchor="ls")
+    lines = [gt, "", " ".join(header)] + [" ".join(r) for r in rows]
+    # Closing: a declaration line under the table.
+    closing = _nfc("Tôi cam đoan những nội dung kê khai trên là đúng sự thật.")
+    y = top + n * row_h + size_px * 2.2
+    if y < h - _mm(25, dpi):
+        draw.text((side, y), closing, font=body, fill=0, anchor="ls")
+        lines += ["", closing]
+    return np.asarray(img, dtype=np.uint8).copy(), _nfc("\n".join(lines))
