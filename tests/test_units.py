@@ -76,3 +76,93 @@ def test_settings_reject_unknown_and_bad_values(tmp_path):
     bad.write_text("[ocr]\nlanguages = 'vie; rm -rf /'\n")
     with pytest.raises(ConfigError, match="ocr.languages"):
         load_settings(bad)
+
+
+def _page(index, *, separator=None, blank=False, flags=None):
+    from pipeline.page import PageResult
+
+    return PageResult(index, "scan.tif", index, flags=flags or {}, blank=blank, separator=separator)
+
+
+def _receipt(code):
+    return {"kind": "receipt", "code": code, "evidence": "QR"}
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return load_settings()
+
+
+def _cut(pages, rules, **hints):
+    from pipeline.split import split
+
+    return [(d.code, d.pages, sorted(d.flags)) for d in split(pages, rules=rules.split, triage=rules.triage, **hints)]
+
+
+def test_split_without_separators_is_one_unflagged_document(rules):
+    pages = [_page(0), _page(1, blank=True), _page(2)]
+    assert _cut(pages, rules) == [(None, [0, 2], [])]
+
+
+def test_split_by_receipts_keeps_them_as_first_page(rules):
+    pages = [_page(0), _page(1, separator=_receipt("A")), _page(2), _page(3, separator=_receipt("B"))]
+    assert _cut(pages, rules) == [(None, [0], ["unassigned_pages"]), ("A", [1, 2], []), ("B", [3], [])]
+
+
+def test_split_can_drop_receipts_and_keep_blanks(rules):
+    custom = rules.with_overrides({"split.keep_receipt": False, "split.drop_blank": False})
+    pages = [_page(0, separator=_receipt("A")), _page(1), _page(2, blank=True)]
+    assert _cut(pages, custom) == [("A", [1, 2], [])]
+
+
+def test_a_receipt_on_two_sheets_is_one_dossier(rules):
+    pages = [_page(0, separator=_receipt("A")), _page(1, separator=_receipt("A")), _page(2)]
+    assert _cut(pages, rules) == [("A", [0, 1, 2], [])]
+
+
+def test_generic_separator_sheets_are_dropped(rules):
+    sep = {"kind": "generic", "code": None, "evidence": "QR SEP"}
+    pages = [_page(0, separator=sep), _page(1), _page(2, separator=sep), _page(3)]
+    assert _cut(pages, rules) == [(None, [1], []), (None, [3], [])]
+
+
+def test_hints_win_and_disagreements_are_flagged(rules):
+    from pipeline.split import DossierHint
+
+    pages = [_page(0, separator=_receipt("A")), _page(1), _page(2, separator=_receipt("B")), _page(3)]
+    hints = [DossierHint("A", 0, 2), DossierHint("B", 3, 3)]
+    assert _cut(pages, rules, hints=hints) == [("A", [0, 1, 2], ["split_mismatch"]), ("B", [3], ["split_mismatch"])]
+    agreeing = [DossierHint("A", 0, 1), DossierHint("B", 2, 3)]
+    assert _cut(pages, rules, hints=agreeing) == [("A", [0, 1], []), ("B", [2, 3], [])]
+
+
+def test_thick_record_counts_pages_in_the_pdf(rules):
+    custom = rules.with_overrides({"triage.thick_record_pages": 2})
+    pages = [_page(0), _page(1), _page(2), _page(3, blank=True)]
+    assert _cut(pages, custom) == [(None, [0, 1, 2], ["thick_record"])]
+
+
+@pytest.mark.parametrize("dpi", [150, 200, 300, 400, 600])
+def test_oversized_is_judged_by_physical_size_whatever_the_dpi(rules, dpi):
+    from pipeline.triage import oversized
+
+    def size(paper_name):
+        short, long = paper.PAPER_SIZES_MM[paper_name][0]
+        px = (round(short / 25.4 * dpi), round(long / 25.4 * dpi))
+        return paper.size_mm(*px, dpi)
+
+    assert oversized(size("A3"), rules.triage)
+    assert oversized(size("A2"), rules.triage)
+    assert not oversized(size("A4"), rules.triage)
+    assert not oversized(size("Legal"), rules.triage)
+
+
+def test_syllable_share_tells_vietnamese_from_gibberish():
+    from pipeline.vietnamese import syllable_share
+
+    share, vietnamese = syllable_share("Ủy ban nhân dân huyện Diễn Châu đã tiếp nhận hồ sơ của công dân")
+    assert share == 1.0 and vietnamese > 0.5
+    garbled, _ = syllable_share("Ủy bạn nhn dâñ hyuện Dlễn Chàu đã tlếp nhậm hồ sợ cùa cộng dân")
+    assert garbled < 0.75
+    _, english = syllable_share("The committee received the application on Monday")
+    assert english == 0.0
