@@ -67,17 +67,22 @@ def main() -> int:
     elif not args.no_ocrmypdf:
         print("OCRmyPDF or Ghostscript missing: `make bench` installs them. Comparing with Tesseract only.\n")
 
+    report = json.loads((ours_dir / "report.json").read_text("utf-8"))
+    ours_pdf = {Path(d["input"]).name: ours_dir / d["pdf"] for d in report["documents"]}
     texts = {
-        "digitize": {p: pdf_text(ours_dir / f"{p.stem}.pdf") for p in pages},
+        "digitize": {p: pdf_text(ours_pdf[p.name]) for p in pages},
         "tesseract": {p: _read(tess_dir / f"{p.stem}.txt") for p in pages},
     }
     if have_ocrmypdf:
         texts["ocrmypdf"] = {p: pdf_text(omp_dir / f"{p.stem}.pdf") for p in pages}
     input_bytes = sum(p.stat().st_size for p in pages)
-    sizes = {"digitize": _bytes(ours_dir, ".pdf"), "ocrmypdf": _bytes(omp_dir, ".pdf") if have_ocrmypdf else None}
+    sizes = {
+        "digitize": sum(pdf.stat().st_size for pdf in ours_pdf.values()),
+        "ocrmypdf": _bytes(omp_dir, ".pdf") if have_ocrmypdf else None,
+    }
 
     print(f"{'tool':<10} {'wall s':>8} {'s/page':>7} {'peak MB':>8} {'out MB':>7} {'acc mean':>9} {'acc min':>8}")
-    report = {"pages": len(pages), "jobs": args.jobs, "input_bytes": input_bytes, "tools": {}}
+    results = {"pages": len(pages), "jobs": args.jobs, "input_bytes": input_bytes, "tools": {}}
     for tool, run in runs.items():
         scores = [word_accuracy(truth[p], texts[tool][p]) for p in truth]
         mean = sum(scores) / len(scores) if scores else float("nan")
@@ -87,7 +92,7 @@ def main() -> int:
             f"{tool:<10} {run.seconds:8.1f} {run.seconds / len(pages):7.2f} {run.peak_rss_mb:8.0f} "
             f"{(size or 0) / 1e6:7.2f} {mean:9.4f} {low:8.4f}"
         )
-        report["tools"][tool] = {
+        results["tools"][tool] = {
             "seconds": round(run.seconds, 2), "peak_rss_mb": round(run.peak_rss_mb), "output_bytes": size,
             "accuracy_mean": round(mean, 4), "accuracy_min": round(low, 4), "failures": run.returncode,
             "accuracy_per_page": {p.name: round(word_accuracy(truth[p], texts[tool][p]), 4) for p in truth},
@@ -106,7 +111,7 @@ def main() -> int:
         if lows:
             print(f"pages below 0.90 word accuracy with {tool}: {', '.join(lows)}")
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "bench_pipeline.json").write_text(json.dumps(report, indent=2))
+    (args.results / "bench_pipeline.json").write_text(json.dumps(results, indent=2))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     else:

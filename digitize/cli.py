@@ -23,8 +23,9 @@ from pipeline.errors import ConfigError, DigitizeError
 from pipeline.settings import Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Digitize scanned dossiers into signed, searchable PDF/A records.")
-console = Console()
-errors = Console(stderr=True)
+# Logs and CI are not terminals; 80 columns would fold every dossier code.
+console = Console(width=None if sys.stdout.isatty() else 140)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
 class Flavour(StrEnum):

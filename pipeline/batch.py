@@ -508,5 +508,8 @@ class _InlineExecutor(cf.Executor):
 def _executor(jobs: int) -> cf.Executor:
     if jobs <= 1:
         return _InlineExecutor()
-    # forkserver: workers start clean, without the parent's threads or open files.
-    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("forkserver"))
+    # forkserver: workers start clean, without the parent's threads or open files. The
+    # server imports the page code once, so each worker forks ready instead of importing it.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["pipeline.page"])
+    return cf.ProcessPoolExecutor(max_workers=jobs, mp_context=context)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline._exec import tesseract
 from pipeline.atomic import sha256_file, write_text
-from pipeline.ocr import OCR_CONFIG
+from pipeline.ocr import OCR_CONFIG, USER_WORDS
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class ModelFile:
 
 
 def _files(languages: str) -> list[Path]:
-    return [*tesseract.require_languages(languages), OCR_CONFIG]
+    return [*tesseract.require_languages(languages), OCR_CONFIG, USER_WORDS]
 
 
 def _pinned() -> dict[str, str]:

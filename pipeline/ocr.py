@@ -17,6 +17,7 @@ from pipeline.errors import ExternalProgramError
 log = logging.getLogger(__name__)
 
 OCR_CONFIG = Path(__file__).resolve().parent.parent / "ocr_models" / "digitize.config"
+USER_WORDS = OCR_CONFIG.with_name("vietnamese-headings.user-words")
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ def read_page(gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeo
         raise OSError(f"cannot write OCR image {image}")
     try:
         files = tesseract.ocr(
-            image, work, languages=languages, dpi=round(dpi), config_file=OCR_CONFIG, timeout=timeout
+            image, work, languages=languages, dpi=round(dpi), config_file=OCR_CONFIG, timeout=timeout,
+            user_words=USER_WORDS,
         )
     except ExternalProgramError as exc:
         log.warning("OCR failed, page gets an empty text layer: %s", exc)

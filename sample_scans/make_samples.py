@@ -25,9 +25,8 @@ def make(outdir: Path) -> list[Path]:
     img = sf.flatten_paper(sf.scan_effects(page, dpi=200, skew_deg=3.5, noise=2.0, seed=101))
     emit(sf.save_png(outdir / "don-de-nghi-200dpi-skew.png", img, 200), gt)
 
-    # 2. Colour JPEG with a red/blue seal, 300 dpi, skewed -2 degrees.
-    page, gt = sf.render_page(text_lines_or_paragraphs=sf.DOCUMENTS["giay-tiep-nhan"], dpi=300, font="sans",
-                              font_pt=12, seed=102)
+    # 2. A reception receipt: colour JPEG, 300 dpi, skewed -2 degrees, dossier code as a QR, red seal.
+    page, gt = sf.receipt_page(code="000.00.21.H40-261126-0042", dpi=300, code_mm=22.0, seed=102)
     img = sf.scan_effects(page, dpi=300, skew_deg=-2.0, noise=2.0, seed=102)
     emit(sf.save_jpeg(outdir / "giay-tiep-nhan-300dpi-skew.jpg", img, 300, quality=80, colour=True, seed=102), gt)
 
@@ -49,18 +48,27 @@ def make(outdir: Path) -> list[Path]:
     img = sf.flatten_paper(sf.scan_effects(page, dpi=400, skew_deg=0.8, rotate90=1, noise=1.5, seed=105))
     emit(sf.save_tiff(outdir / "bien-ban-400dpi-sideways.tif", [img], 400, compression="tiff_lzw"), gt)
 
-    # 6. Three-page scanner PDF at 300 dpi: text, skewed text, blank back with bleed-through and punch holes.
+    # 6. A dossier as a scanner PDF at 300 dpi (JPEG pages): its receipt with a Code 128, a text page,
+    #    a skewed text page, and a blank back with bleed-through and punch holes.
+    p0, gt0 = sf.receipt_page(code="000.00.21.H40-261126-0043", dpi=300, symbology="code128", code_mm=12.0, seed=109)
     p1, gt1 = sf.render_page(text_lines_or_paragraphs=sf.DOCUMENTS["thong-bao"] + sf.ENGLISH_LINES[3:5],
                              dpi=300, font="serif", font_pt=12, seed=106)
-    p2, gt2 = sf.render_page(text_lines_or_paragraphs=sf.DOCUMENTS["giay-tiep-nhan"][3:]
+    p2, gt2 = sf.render_page(text_lines_or_paragraphs=sf.DOCUMENTS["to-khai"][3:]
                              + [sf.VIETNAMESE_PARAGRAPHS[1]], dpi=300, font="serif", font_pt=12, seed=107)
     pages = [
+        sf.scan_effects(p0, dpi=300, skew_deg=0.8, noise=2.0, seed=109),
         sf.scan_effects(p1, dpi=300, skew_deg=0.3, noise=2.0, seed=106),
         sf.scan_effects(p2, dpi=300, skew_deg=-4.0, noise=2.0, dark_border=True, seed=107),
         sf.blank_page(dpi=300, seed=108, bleed_through=True, punch_holes=True),
     ]
     pdf = sf.save_pdf(outdir / "ho-so-scanner.pdf", [sf.encode_jpeg(p, 300, quality=75) for p in pages], 300)
-    emit(pdf, "\f".join([gt1, gt2, ""]))
+    emit(pdf, "\f".join([gt0, gt1, gt2, ""]))
+
+    # 7. A technical drawing on A3 at 200 dpi: routed to manual handling, not archived blindly.
+    drawing = sf.scan_effects(sf.drawing_page(dpi=200, paper="A3", seed=110), dpi=200, skew_deg=1.2, noise=2.0, seed=110)
+    path = sf.save_jpeg(outdir / "ban-ve-a3-200dpi.jpg", drawing, 200, quality=80)
+    written.append(path)
+
     return written
 
 

@@ -64,13 +64,14 @@ class OcrFiles:
 
 
 def ocr(
-    image: Path, out_base: Path, *, languages: str, dpi: int, config_file: Path, timeout: float
-) -> OcrFiles:
+    image: Path, out_base: Path, *, languages: str, dpi: int, config_file: Path, timeout: float,
+    user_words: Path | None = None,
+) -> OcrFiles:  # fmt: skip
     """OCR one page: a text-only PDF layer, word boxes with confidences (TSV), and plain text."""
-    argv = [
-        PROGRAM, str(image), str(out_base), "-l", languages, "--dpi", str(dpi),
-        str(config_file), "pdf", "tsv", "txt",
-    ]  # fmt: skip
+    argv = [PROGRAM, str(image), str(out_base), "-l", languages, "--dpi", str(dpi)]
+    if user_words is not None:
+        argv += ["--user-words", str(user_words)]
+    argv += [str(config_file), "pdf", "tsv", "txt"]
     run(argv, timeout=timeout, env=ENV, what=f"OCR of {image.name}")
     files = OcrFiles(*(out_base.with_suffix(f".{ext}") for ext in ("pdf", "tsv", "txt")))
     for path in (files.text_pdf, files.tsv, files.txt):
