@@ -15,7 +15,7 @@ DEMO_OUT := demo-out
 
 demo: setup
 	$(BIN)/digitize process sample_scans/*.{png,jpg,tif,pdf} --out $(DEMO_OUT)
-	@echo "Records, manifests and text are in $(DEMO_OUT)/"
+	@echo "Archived dossiers: $(DEMO_OUT)/records/   for manual handling: $(DEMO_OUT)/manual/   batch report: $(DEMO_OUT)/report.json"
 
 test: setup
 	$(BIN)/python -m pytest
@@ -26,6 +26,7 @@ bench: setup
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_memory.py
+	$(BIN)/python bench/bench_split.py $(if $(wildcard ../shared/corpus/drawings),--corpus-drawings ../shared/corpus/drawings)
 
 samples: setup
 	$(BIN)/python sample_scans/make_samples.py

@@ -298,15 +298,19 @@ def flatten_paper(gray: np.ndarray, *, tolerance: int = 6) -> np.ndarray:
     return out
 
 
+# Bitonal scanners threshold at mid-gray or below: paper, and faint bleed-through, stay white.
+SCANNER_MAX_THRESHOLD = 150
+
+
 def to_bitonal(gray: np.ndarray, *, threshold: int | None = None) -> np.ndarray:
-    """Return a uint8 0/255 image (Otsu threshold unless one is given)."""
+    """Return a uint8 0/255 image, thresholded as a bitonal scanner would (Otsu, capped at mid-gray)."""
     if gray.ndim == 3:
         gray = cv2.cvtColor(gray, cv2.COLOR_RGB2GRAY)
     if threshold is None:
-        _, out = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    else:
-        out = np.where(gray > threshold, 255, 0).astype(np.uint8)
-    return out
+        otsu, _ = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        # On a blank sheet Otsu splits the paper's own noise in two; no scanner does that.
+        threshold = min(int(otsu), SCANNER_MAX_THRESHOLD)
+    return np.where(gray > threshold, 255, 0).astype(np.uint8)
 
 
 def blank_page(*, dpi: int, paper: str = "A4", seed: int = 0, bleed_through: bool = False,
