@@ -153,18 +153,16 @@ def _classify(
         result.flags["oversized"] = {"size_mm": list(result.size_mm), "tolerance": rules.oversize_tolerance}
     if result.blank:
         return
-    level = geometry.AnalysisImage(
-        analysis.gray,
-        geometry.level_image(analysis.ink, quarter_turns=geo.quarter_turns, skew_deg=result.deskew_angle),
-        analysis.dpi,
-    )
     scale = analysis.dpi / result.dpi
-    margin = level.px(2.0)
+    margin = analysis.px(2.0)
     symbol_boxes = [
         tuple(round(v * scale + d) for v, d in zip(s.box, (-margin, -margin, margin, margin), strict=True))
         for s in symbols
     ]
-    drawing = triage.drawing_evidence(level, rules, ignore=symbol_boxes)
+    drawing = triage.drawing_evidence(
+        analysis, rules, character_marks=geo.marks, ignore=symbol_boxes,
+        level=lambda ink: geometry.level_image(ink, quarter_turns=geo.quarter_turns, skew_deg=result.deskew_angle),
+    )  # fmt: skip
     result.drawing = {"line_share": drawing.line_share, "mark_density": drawing.mark_density}
     if drawing.drawing:
         result.flags["technical_drawing"] = dict(result.drawing)
