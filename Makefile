@@ -13,9 +13,14 @@ DEMO_OUT := demo-out
 
 .PHONY: demo test bench samples setup system-packages clean
 
+# The nightly flow on the embedded folder store: sample_scans/ is dropped as a station's
+# batch, then processed into the archive and the manual-review area.
+DEMO_ENV := DIGITIZE_SERVICE_INBOX=$(DEMO_OUT)/inbox DIGITIZE_SERVICE_ARCHIVE=$(DEMO_OUT)/archive \
+	DIGITIZE_SERVICE_REVIEW=$(DEMO_OUT)/review PREFECT_SERVER_ANALYTICS_ENABLED=false
+
 demo: setup
-	$(BIN)/digitize process sample_scans/*.{png,jpg,tif,pdf} --out $(DEMO_OUT)
-	@echo "Archived dossiers: $(DEMO_OUT)/records/   for manual handling: $(DEMO_OUT)/manual/   batch report: $(DEMO_OUT)/report.json"
+	$(DEMO_ENV) $(BIN)/digitize drop sample_scans --station demo-station --operator demo
+	$(DEMO_ENV) $(BIN)/digitize run
 
 test: setup
 	$(BIN)/python -m pytest

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -16,11 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from digitize.config import app_settings, parse_value
 from pipeline import models
 from pipeline.batch import BatchReport, process_inputs
 from pipeline.split import DossierHint
 from pipeline.errors import ConfigError, DigitizeError
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Digitize scanned dossiers into signed, searchable PDF/A records.")
 # Logs and CI are not terminals; 80 columns would fold every dossier code.
@@ -51,21 +51,12 @@ SetOption = Annotated[
 
 
 def _settings(config: list[Path] | None, sets: list[str] | None, overrides: dict[str, object]) -> Settings:
-    settings = load_settings(*(config or []))
     for item in sets or []:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
-        overrides.setdefault(key.strip(), _toml_value(raw.strip()))
-    return settings.with_overrides({k: v for k, v in overrides.items() if v is not None})
-
-
-def _toml_value(raw: str) -> object:
-    """Read a value as TOML would (numbers, true/false, quoted strings); anything else is a string."""
-    try:
-        return tomllib.loads(f"value = {raw}")["value"]
-    except tomllib.TOMLDecodeError:
-        return raw
+        overrides.setdefault(key.strip(), parse_value(raw.strip()))
+    return app_settings(config, os.environ, overrides)
 
 
 def _hints(path: Path | None) -> dict[str, list[DossierHint]]:
@@ -172,6 +163,70 @@ def _print_summary(report: BatchReport, out: Path) -> None:
     counts = report.flag_counts()
     if counts:
         console.print("Flags: " + ", ".join(f"{flag} {n}" for flag, n in counts.items()))
+
+
+@app.command()
+def drop(
+    folder: Annotated[Path, typer.Argument(help="Folder of scans that form one batch.")],
+    station: Annotated[str, typer.Option(help="This station's id, e.g. dien-chau-01.")],
+    inbox: Annotated[str | None, typer.Option(help="Inbox location (default from config).")] = None,
+    operator: Annotated[str, typer.Option(help="Who scanned the batch.")] = os.environ.get("USER", "unknown"),
+    config: ConfigOption = None,
+) -> None:
+    """Upload a folder of scans to the inbox as one batch; batch.json goes last. Safe to re-run."""
+    from digitize.drop import drop as drop_batch
+    from digitize.storage import open_store
+
+    try:
+        settings = _settings(config, None, {"service.inbox": inbox})
+        store = open_store(settings.service.inbox, os.environ)
+        sizes = [p.stat().st_size for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+        with Progress(TextColumn("upload"), BarColumn(), TimeElapsedColumn(), console=errors) as progress:
+            bar = progress.add_task("upload", total=sum(sizes) or None)
+            prefix, uploaded = drop_batch(
+                folder, store, station=station, operator=operator,
+                on_file=lambda _name, size: progress.advance(bar, size),
+            )  # fmt: skip
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    if uploaded:
+        console.print(f"dropped {folder} as {store.url}/{prefix}")
+    else:
+        console.print(f"{folder} was already dropped as {store.url}/{prefix}; nothing uploaded")
+
+
+@app.command()
+def run(
+    inbox: Annotated[str | None, typer.Option(help="Inbox location (default from config).")] = None,
+    archive: Annotated[str | None, typer.Option(help="Archive location.")] = None,
+    review: Annotated[str | None, typer.Option(help="Manual-review location.")] = None,
+    jobs: Annotated[int, typer.Option(help="Pages processed at once (one Tesseract each).", min=1)] = os.cpu_count() or 1,
+    config: ConfigOption = None,
+    set_: SetOption = None,
+) -> None:
+    """Process the inbox now: every complete batch, exactly once, into the archive."""
+    try:
+        settings = _settings(config, set_, {"service.inbox": inbox, "service.archive": archive, "service.review": review})
+        from flows.nightly import nightly
+
+        result = nightly(settings, jobs)
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    table = Table("batch", "dossiers", "pages", "flags", title="Batches processed", title_justify="left")
+    for batch in result["processed"]:
+        table.add_row(batch["batch"], str(len(batch["documents"])), str(batch["pages"]),
+                      ", ".join(f"{k} {v}" for k, v in batch["flags"].items()) or "-")  # fmt: skip
+    console.print(table)
+    for prefix in result["waiting"]:
+        console.print(f"waiting: {prefix} (not complete yet)")
+    for prefix in result["incomplete"]:
+        console.print(f"[yellow]incomplete:[/yellow] {prefix}")
+    console.print(f"archive: {settings.service.archive}   manual review: {settings.service.review}")
+    console.print("dashboard: run `prefect server start` and open http://127.0.0.1:4200 (flow runs, artifacts)")
+    for failure in result["failures"]:
+        errors.print(f"[red]failed:[/red] {failure}", highlight=False, soft_wrap=True)
+    if result["failures"]:
+        raise typer.Exit(75)
 
 
 @app.command("models")

@@ -116,7 +116,7 @@ def process_inputs(
     tesseract.require_languages(settings.ocr.languages)
     context = _Context(
         out_dir, settings, models.as_records(models.current_models(settings.ocr.languages)),
-        hashlib.sha256(settings.model_dump_json().encode()).hexdigest(),
+        hashlib.sha256(settings.model_dump_json(exclude={"service"}).encode()).hexdigest(),
     )  # fmt: skip
     try:
         for folder in (out_dir / RECORDS, out_dir / MANUAL, out_dir / STATE):

@@ -75,6 +75,19 @@ class TriageSettings(_Section):
     drawing_max_mark_density: float = Field(ge=0)
 
 
+class ServiceSettings(_Section):
+    """Where the nightly service reads and writes; the pipeline itself never looks here."""
+
+    inbox: str
+    archive: str
+    review: str
+    incomplete_after_h: float = Field(gt=0)
+    claim_lease_s: float = Field(gt=0)
+    claim_settle_s: float = Field(ge=0)
+    schedule: str
+    timezone: str
+
+
 class Settings(_Section):
     """Every knob, with its default in config/default.toml (the one place defaults live)."""
 
@@ -85,6 +98,7 @@ class Settings(_Section):
     limits: LimitSettings
     split: SplitSettings
     triage: TriageSettings
+    service: ServiceSettings
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:
         """Return a copy with dotted keys (``"output.pdfa"``) replaced, validated again."""

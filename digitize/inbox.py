@@ -1,0 +1,152 @@
+"""The stations' inbox: batch manifests, which batches are ready, and claiming one exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from digitize.storage import Store, StoredObject
+from pipeline.errors import InputError
+
+BATCH_MANIFEST = "batch.json"
+DONE_MARKER = "_done.json"
+CLAIMS = "_claims/"
+SCHEMA = "digitize.batch/1"
+
+
+class ManifestFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[^/\\\x00-\x1f]{1,200}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int = Field(ge=0)
+
+
+class ManifestHint(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    file: str
+    code: str
+    first_page: int = Field(ge=0)
+    last_page: int = Field(ge=0)
+
+
+class BatchManifest(BaseModel):
+    """batch.json, written by the station after every page file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_: str = Field(alias="schema", pattern=r"^digitize\.batch/1$")
+    station: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    operator: str
+    scanned_at: datetime
+    files: list[ManifestFile] = Field(min_length=1)
+    dossiers: list[ManifestHint] = []
+
+
+def parse_manifest(data: bytes, where: str) -> BatchManifest:
+    try:
+        return BatchManifest.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(document)"
+        raise InputError(where, f"bad batch manifest: {field}: {first['msg']}") from None
+
+
+@dataclass(frozen=True)
+class BatchState:
+    prefix: str  # "<station>/<batch>/"
+    state: str  # ready, waiting, incomplete, done, invalid
+    detail: str
+    manifest: BatchManifest | None = None
+
+
+def scan_inbox(store: Store, *, incomplete_after: timedelta, now: datetime | None = None) -> list[BatchState]:
+    """Every batch in the inbox and whether it can be processed now."""
+    now = now or datetime.now(timezone.utc)
+    by_batch: dict[str, dict[str, StoredObject]] = {}
+    for obj in store.list():
+        parts = obj.key.split("/")
+        if len(parts) < 3:
+            continue
+        prefix = f"{parts[0]}/{parts[1]}/"
+        by_batch.setdefault(prefix, {})[obj.key[len(prefix):]] = obj
+    states = []
+    for prefix, objects in sorted(by_batch.items()):
+        states.append(_judge(store, prefix, objects, now, incomplete_after))
+    return states
+
+
+def _judge(store: Store, prefix: str, objects: dict[str, StoredObject], now: datetime, incomplete_after: timedelta) -> BatchState:
+    if DONE_MARKER in objects:
+        return BatchState(prefix, "done", "processed")
+    oldest = min(o.modified for o in objects.values())
+    late = now - oldest > incomplete_after
+    if BATCH_MANIFEST not in objects:
+        if late:
+            return BatchState(prefix, "incomplete", f"no {BATCH_MANIFEST} after {now - oldest}")
+        return BatchState(prefix, "waiting", f"no {BATCH_MANIFEST} yet")
+    try:
+        manifest = parse_manifest(store.read_bytes(prefix + BATCH_MANIFEST), f"{store.url}/{prefix}{BATCH_MANIFEST}")
+    except InputError as exc:
+        return BatchState(prefix, "invalid", exc.reason)
+    missing = [f.name for f in manifest.files if f.name not in objects or objects[f.name].size != f.bytes]
+    if missing:
+        state = "incomplete" if late else "waiting"
+        return BatchState(prefix, state, f"{len(missing)} listed files missing or of the wrong size: {', '.join(missing[:5])}", manifest)
+    return BatchState(prefix, "ready", f"{len(manifest.files)} files", manifest)
+
+
+class Claim:
+    """Owning a batch, exactly once across runs and machines, on any store.
+
+    Each claimant writes its own claim object, waits for concurrent claims to land,
+    and the earliest live claim (by the store's own clock, then key) wins. A live
+    claim is renewed by a heartbeat; one not renewed within the lease belongs to a
+    run that died, and is ignored, so a crashed batch is taken up again.
+    """
+
+    def __init__(self, store: Store, prefix: str, *, lease_s: float, settle_s: float) -> None:
+        self.store, self.prefix = store, prefix
+        self.lease_s, self.settle_s = lease_s, settle_s
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        self.key = f"{prefix}{CLAIMS}{stamp}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def _write(self) -> None:
+        body = {"host": socket.gethostname(), "pid": os.getpid(), "at": datetime.now(timezone.utc).isoformat()}
+        self.store.put_bytes(self.key, json.dumps(body).encode())
+
+    def acquire(self) -> bool:
+        if self.store.exists(self.prefix + DONE_MARKER):
+            return False
+        self._write()
+        time.sleep(self.settle_s)
+        mine = self.store.stat(self.key)
+        claims = [c for c in self.store.list(self.prefix + CLAIMS) if (mine.modified - c.modified).total_seconds() < self.lease_s]
+        winner = min(claims, key=lambda c: (c.modified, c.key))
+        if winner.key != self.key or self.store.exists(self.prefix + DONE_MARKER):
+            self.store.delete(self.key)
+            return False
+        self._heartbeat = threading.Thread(target=self._beat, daemon=True, name=f"claim {self.prefix}")
+        self._heartbeat.start()
+        return True
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease_s / 4):
+            try:
+                self._write()
+            except Exception:  # a missed beat only shortens the lease; the next may land
+                continue
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._heartbeat:
+            self._heartbeat.join()
+        self.store.delete(self.key)

@@ -1,0 +1,272 @@
+"""Object storage behind one small interface: S3 (MinIO, SeaweedFS, any S3) or a local folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pipeline.errors import ConfigError, DigitizeError, InputError
+
+# Object keys come from station PCs: nothing that could climb out of a folder or hide.
+_BAD_KEY = re.compile(r"(^/|(^|/)\.\.?(/|$)|[\x00-\x1f\x7f\\]|//)")
+MAX_KEY_BYTES = 900
+# Uploads below this are single-part, so their ETag is their MD5 and can be checked.
+PART_SIZE = 64 * 1024 * 1024
+
+
+class StorageError(DigitizeError):
+    """Object storage did not answer or refused; worth a retry."""
+
+    permanent = False
+    exit_code = 75
+
+
+class UnsafeKey(InputError):
+    """An object key that could escape its folder."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    modified: datetime
+
+
+def check_key(key: str) -> str:
+    if not key or _BAD_KEY.search(key) or len(key.encode()) > MAX_KEY_BYTES:
+        raise UnsafeKey(key[:200], "unsafe object key (absolute, '..', control characters or too long)")
+    return key
+
+
+class Store(ABC):
+    """Keys are relative to the location the store was opened at."""
+
+    url: str
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[StoredObject]: ...
+
+    @abstractmethod
+    def download(self, key: str, dest: Path) -> None: ...
+
+    @abstractmethod
+    def upload(self, key: str, src: Path) -> None:
+        """Upload and verify: the stored object has the file's size and MD5, or this raises."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def read_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def stat(self, key: str) -> StoredObject | None: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+
+def md5_file(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class LocalStore(Store):
+    """A folder: the embedded default, so a single machine needs no services."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.url = str(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / check_key(key)).resolve()
+        if self.root not in path.parents:
+            raise UnsafeKey(key, "resolves outside the store")
+        return path
+
+    def list(self, prefix: str = "") -> list[StoredObject]:
+        found = []
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                key = path.relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    stat = path.stat()
+                    found.append(StoredObject(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc)))
+        return found
+
+    def download(self, key: str, dest: Path) -> None:
+        shutil.copyfile(self._path(key), dest)
+
+    def upload(self, key: str, src: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            if md5_file(Path(tmp)) != md5_file(src):
+                raise StorageError(f"{self.url}/{key}: copy does not match its source")
+            os.replace(tmp, target)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+
+    def create_exclusive(self, key: str, data: bytes) -> bool:
+        """Create `key` only if absent; the file system makes this atomic."""
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return True
+
+    def read_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def stat(self, key: str) -> StoredObject | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        st = path.stat()
+        return StoredObject(key, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+class S3Store(Store):
+    """Any S3 API through the MinIO SDK. Credentials never leave this object."""
+
+    def __init__(self, bucket: str, prefix: str, *, endpoint: str, access_key: str, secret_key: str, secure: bool) -> None:
+        from minio import Minio  # only S3 locations need the SDK
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self._client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure)
+        with self._errors("bucket check"):
+            if not self._client.bucket_exists(bucket):
+                self._client.make_bucket(bucket)
+
+    def _name(self, key: str) -> str:
+        check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _errors(self, what: str):
+        return _s3_errors(f"{self.url}: {what}")
+
+    def list(self, prefix: str = "") -> list[StoredObject]:
+        start = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        with self._errors(f"listing {prefix or '/'}"):
+            objects = self._client.list_objects(self.bucket, prefix=start, recursive=True)
+            cut = len(self.prefix) + 1 if self.prefix else 0
+            return [StoredObject(o.object_name[cut:], o.size, o.last_modified) for o in objects if not o.is_dir]
+
+    def download(self, key: str, dest: Path) -> None:
+        with self._errors(f"downloading {key}"):
+            self._client.fget_object(self.bucket, self._name(key), str(dest))
+
+    def upload(self, key: str, src: Path) -> None:
+        expected = md5_file(src)
+        with self._errors(f"uploading {key}"):
+            self._client.fput_object(self.bucket, self._name(key), str(src), part_size=PART_SIZE)
+            stat = self._client.stat_object(self.bucket, self._name(key))
+        if stat.size != src.stat().st_size or (stat.etag or "").strip('"') != expected:
+            raise StorageError(f"{self.url}/{key}: stored object does not match the upload (size or MD5)")
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        import io
+
+        with self._errors(f"writing {key}"):
+            self._client.put_object(self.bucket, self._name(key), io.BytesIO(data), len(data))
+
+    def read_bytes(self, key: str) -> bytes:
+        with self._errors(f"reading {key}"):
+            response = self._client.get_object(self.bucket, self._name(key))
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+    def stat(self, key: str) -> StoredObject | None:
+        from minio.error import S3Error
+
+        try:
+            with self._errors(f"checking {key}"):
+                st = self._client.stat_object(self.bucket, self._name(key))
+        except StorageError as exc:
+            if isinstance(exc.__cause__, S3Error) and exc.__cause__.code in ("NoSuchKey", "NoSuchObject"):
+                return None
+            raise
+        return StoredObject(key, st.size, st.last_modified)
+
+    def delete(self, key: str) -> None:
+        with self._errors(f"deleting {key}"):
+            self._client.remove_object(self.bucket, self._name(key))
+
+
+class _s3_errors:
+    """Turn SDK and network failures into StorageError, without credentials in the message."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is None or isinstance(exc, DigitizeError):
+            return False
+        from minio.error import MinioException, S3Error
+        from urllib3.exceptions import HTTPError
+
+        if isinstance(exc, S3Error):
+            raise StorageError(f"{self.what}: {exc.code}") from exc
+        if isinstance(exc, MinioException | HTTPError | OSError):
+            raise StorageError(f"{self.what}: {type(exc).__name__}") from exc
+        return False
+
+
+def open_store(url: str, env: Mapping[str, str]) -> Store:
+    """`s3://bucket/prefix` (endpoint and credentials from MINIO_*), or a folder path / file:// URL."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        missing = [name for name in ("MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY") if not env.get(name)]
+        if missing:
+            raise ConfigError(f"{url}: S3 locations need {', '.join(missing)} in the environment")
+        secure = env.get("MINIO_SECURE", "true").strip().lower()
+        if secure not in ("true", "false"):
+            raise ConfigError(f"MINIO_SECURE must be true or false, not {secure!r}")
+        return S3Store(
+            parsed.netloc, parsed.path, endpoint=env["MINIO_ENDPOINT"], access_key=env["MINIO_ACCESS_KEY"],
+            secret_key=env["MINIO_SECRET_KEY"], secure=secure == "true",
+        )  # fmt: skip
+    if parsed.scheme in ("", "file"):
+        return LocalStore(Path(parsed.path if parsed.scheme == "file" else url))
+    raise ConfigError(f"{url}: unsupported location; use s3://bucket/prefix or a folder")

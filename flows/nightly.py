@@ -1,0 +1,170 @@
+"""The nightly flow: claim each complete batch once, run the pipeline on it, archive, mark it done."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+
+from digitize.inbox import BATCH_MANIFEST, DONE_MARKER, BatchState, Claim, parse_manifest, scan_inbox
+from digitize.storage import Store, open_store
+from pipeline import atomic
+from pipeline.batch import BatchReport, process_inputs
+from pipeline.errors import DigitizeError, InputError
+from pipeline.settings import Settings
+from pipeline.split import DossierHint
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry S3, network and timeout failures; never bad input."""
+    try:
+        state.result()
+    except DigitizeError as exc:
+        return not exc.permanent
+    except Exception:
+        return False
+    return False
+
+
+# No result caching: whether a batch is done is the inbox's done marker, not Prefect's memory.
+@task(
+    retries=3, retry_delay_seconds=[10, 30, 90], retry_condition_fn=_transient,
+    task_run_name="batch {prefix}", cache_policy=NO_CACHE,
+)  # fmt: skip
+def process_batch(prefix: str, settings: Settings, jobs: int) -> dict:
+    """Claim, download, process, upload and verify, then mark the batch done. Returns its summary."""
+    env = os.environ
+    inbox, archive, review = (open_store(url, env) for url in (settings.service.inbox, settings.service.archive, settings.service.review))
+    claim = Claim(inbox, prefix, lease_s=settings.service.claim_lease_s, settle_s=settings.service.claim_settle_s)
+    if not claim.acquire():
+        return {"batch": prefix, "state": "claimed elsewhere or done", "documents": [], "pages": 0}
+    try:
+        with tempfile.TemporaryDirectory(prefix="digitize-batch-") as tmp:
+            return _process_claimed(prefix, inbox, archive, review, Path(tmp), settings, jobs)
+    finally:
+        claim.release()
+
+
+def _process_claimed(prefix: str, inbox: Store, archive: Store, review: Store, tmp: Path, settings: Settings, jobs: int) -> dict:
+    manifest = parse_manifest(inbox.read_bytes(prefix + BATCH_MANIFEST), f"{inbox.url}/{prefix}{BATCH_MANIFEST}")
+    scans = tmp / "scans"
+    scans.mkdir()
+    inputs = []
+    for listed in manifest.files:
+        local = scans / listed.name
+        inbox.download(prefix + listed.name, local)
+        if local.stat().st_size != listed.bytes or atomic.sha256_file(local) != listed.sha256:
+            raise InputError(f"{inbox.url}/{prefix}{listed.name}", "checksum does not match batch.json")
+        inputs.append(local)
+    hints: dict[str, list[DossierHint]] = {}
+    for hint in manifest.dossiers:
+        hints.setdefault(hint.file, []).append(DossierHint(hint.code, hint.first_page, hint.last_page))
+    out = tmp / "out"
+    report = process_inputs(inputs, out, settings, jobs=jobs, hints=hints)
+    archived = _upload(report, out, prefix, manifest.scanned_at, archive, review)
+    done = {
+        "batch": prefix, "station": manifest.station, "finished": datetime.now(timezone.utc).isoformat(),
+        "objects": archived, "rejected": [{"input": r.input.name, "reason": r.reason} for r in report.rejected],
+    }  # fmt: skip
+    # The done marker goes last: it is what makes a rerun skip this batch.
+    inbox.put_bytes(prefix + DONE_MARKER, json.dumps(done, indent=2, ensure_ascii=False).encode())
+    return _summary(prefix, report, archived)
+
+
+def _upload(report: BatchReport, out: Path, prefix: str, scanned_at: datetime, archive: Store, review: Store) -> list[dict]:
+    """Clean dossiers to <yyyy>/<mm>/<code>.*, flagged ones to the review area; manifests last."""
+    uploaded = []
+    for doc in report.documents:
+        if doc.flags:
+            folder = doc.manifest.parent
+            files = sorted(p for p in folder.iterdir() if p != doc.manifest) + [doc.manifest]
+            keys = [f"{prefix}{doc.name}/{p.name}" for p in files]
+            store = review
+        else:
+            files = [doc.manifest.with_suffix(ext) for ext in (".pdf", ".txt", ".json")]
+            # A dossier code is unique in the province; a file name is not, so those stay with their batch.
+            folder = f"{scanned_at:%Y}/{scanned_at:%m}/" + ("" if doc.code else f"uncoded/{prefix}")
+            keys = [f"{folder}{p.name}" for p in files]
+            store = archive
+        for path, key in zip(files, keys, strict=True):
+            store.upload(key, path)
+            uploaded.append({"store": "review" if doc.flags else "archive", "key": key, "sha256": atomic.sha256_file(path)})
+    return uploaded
+
+
+def _summary(prefix: str, report: BatchReport, archived: list[dict]) -> dict:
+    rows = []
+    for doc in report.documents:
+        key = next((a["key"] for a in archived if a["key"].endswith(f"{doc.name}.pdf")), None)
+        rows.append({
+            "dossier": doc.code or doc.name, "pages": doc.pages, "flags": ", ".join(doc.flags) or "-",
+            "mean OCR confidence": doc.mean_confidence, "output": key,
+        })  # fmt: skip
+    return {
+        "batch": prefix, "state": "done", "documents": rows,
+        "pages": sum(d.pages + len(d.removed_blank_pages) for d in report.documents),
+        "flags": report.flag_counts(), "rejected": [r.reason for r in report.rejected],
+    }  # fmt: skip
+
+
+@flow(name="digitize-nightly", log_prints=True)
+def nightly(settings: Settings, jobs: int = 2) -> dict:
+    """Process every complete batch in the inbox; publish a table per batch and a summary."""
+    logger = get_run_logger()
+    started = time.monotonic()
+    inbox = open_store(settings.service.inbox, os.environ)
+    states = scan_inbox(inbox, incomplete_after=timedelta(hours=settings.service.incomplete_after_h))
+    ready = [s for s in states if s.state == "ready"]
+    logger.info("%d batches ready, %d waiting, %d incomplete", len(ready), *(sum(s.state == k for s in states) for k in ("waiting", "incomplete")))
+    progress = create_progress_artifact(0.0, key="nightly-progress", description="Batches processed tonight")
+    results, failures = [], []
+    for number, state in enumerate(ready, start=1):
+        try:
+            result = process_batch(state.prefix, settings, jobs)
+            results.append(result)
+            if result["state"] == "done":
+                create_table_artifact(result["documents"], key=_artifact_key(state.prefix), description=f"Batch {state.prefix}")
+        except DigitizeError as exc:
+            failures.append(f"{state.prefix}: {exc}")
+            logger.error("batch %s failed: %s", state.prefix, exc)
+        update_progress_artifact(progress, 100.0 * number / max(1, len(ready)))
+    summary = _night_summary(results, failures, states, time.monotonic() - started)
+    create_markdown_artifact(summary, key="nightly-summary", description="Tonight's digitization")
+    return {"processed": [r for r in results if r["state"] == "done"], "failures": failures,
+            "waiting": [s.prefix for s in states if s.state == "waiting"],
+            "incomplete": [s.prefix for s in states if s.state in ("incomplete", "invalid")]}  # fmt: skip
+
+
+def _artifact_key(prefix: str) -> str:
+    # Artifact keys allow lowercase letters, digits and dashes only.
+    return "batch-" + "".join(ch if ch.isalnum() else "-" for ch in prefix.lower()).strip("-")
+
+
+def _night_summary(results: list[dict], failures: list[str], states: list[BatchState], seconds: float) -> str:
+    done = [r for r in results if r["state"] == "done"]
+    pages = sum(r["pages"] for r in done)
+    flags: dict[str, int] = {}
+    for r in done:
+        for flag, n in r["flags"].items():
+            flags[flag] = flags.get(flag, 0) + n
+    lines = [
+        "# Tonight's digitization", "",
+        f"- batches processed: **{len(done)}**, pages: **{pages}**, pages per hour: **{pages / max(seconds, 1e-9) * 3600:.0f}**",
+        f"- dossiers: **{sum(len(r['documents']) for r in done)}**",
+        f"- failures: **{len(failures)}**",
+    ]  # fmt: skip
+    lines += ["", "## Flagged for manual handling", "", "| reason | dossiers |", "|---|---|"]
+    lines += [f"| {flag} | {n} |" for flag, n in sorted(flags.items())] or ["| none | 0 |"]
+    waiting = [s for s in states if s.state in ("waiting", "incomplete", "invalid")]
+    lines += ["", "## Not processed", "", "| batch | state | why |", "|---|---|---|"]
+    lines += [f"| {s.prefix} | {s.state} | {s.detail} |" for s in waiting] or ["| - | - | - |"]
+    if failures:
+        lines += ["", "## Failures", ""] + [f"- {f}" for f in failures]
+    return "\n".join(lines) + "\n"

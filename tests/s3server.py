@@ -1,0 +1,75 @@
+"""A real S3 server for tests: SeaweedFS `weed mini` on loopback, started and stopped by a fixture."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+S3_PORT = 8333
+ACCESS_KEY = "digitize-test"
+SECRET_KEY = "digitize-test-secret-0123456789"
+
+
+def weed_binary() -> Path:
+    return Path(sys.executable).parent / "weed"
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class WeedMini:
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.proc: subprocess.Popen | None = None
+        self.log = data / "weed.log"
+
+    def start(self, timeout: float = 90) -> None:
+        if _port_open(S3_PORT):
+            raise RuntimeError(f"port {S3_PORT} is taken; another S3 server is running")
+        self.data.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(weed_binary()), "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed mini exited: {self.log.read_text()[-2000:]}")
+            if _port_open(S3_PORT) and self._answers():
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"weed mini did not answer on {S3_PORT} within {timeout} s")
+
+    def _answers(self) -> bool:
+        from minio import Minio
+
+        try:
+            Minio(f"127.0.0.1:{S3_PORT}", access_key=ACCESS_KEY, secret_key=SECRET_KEY, secure=False).list_buckets()
+            return True
+        except Exception:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "MINIO_ENDPOINT": f"127.0.0.1:{S3_PORT}", "MINIO_ACCESS_KEY": ACCESS_KEY,
+            "MINIO_SECRET_KEY": SECRET_KEY, "MINIO_SECURE": "false",
+        }  # fmt: skip

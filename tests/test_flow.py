@@ -1,0 +1,149 @@
+"""The nightly service against a real S3 server and real Prefect: drop, run, archive exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from digitize.inbox import DONE_MARKER
+from digitize.storage import LocalStore, open_store
+from pipeline import atomic
+from tests.conftest import DIGITIZE
+from tests.s3server import WeedMini
+
+pytestmark = [pytest.mark.s3, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    server = WeedMini(tmp_path_factory.mktemp("weed"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def _env(s3, tmp: Path, bucket: str) -> dict[str, str]:
+    return {
+        **os.environ, **s3.env,
+        "DIGITIZE_SERVICE_INBOX": f"s3://{bucket}-inbox", "DIGITIZE_SERVICE_ARCHIVE": f"s3://{bucket}-archive",
+        "DIGITIZE_SERVICE_REVIEW": f"s3://{bucket}-review", "DIGITIZE_SERVICE_CLAIM_SETTLE_S": "1.5",
+        "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200",
+    }  # fmt: skip
+
+
+def _digitize(env: dict, *args) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(DIGITIZE), *map(str, args)], capture_output=True, text=True, env=env, timeout=900)
+
+
+def _batch(folder: Path, *sources: Path) -> Path:
+    folder.mkdir(parents=True)
+    for source in sources:
+        shutil.copy(source, folder / source.name)
+    return folder
+
+
+def _snapshot(store) -> dict[str, tuple[int, str]]:
+    return {o.key: (o.size, o.modified.isoformat()) for o in store.list()}
+
+
+def test_five_batches_from_two_stations_land_exactly_once(s3, fixture_scans, tmp_path):
+    env = _env(s3, tmp_path, "night")
+    fx = fixture_scans
+    batches = {
+        ("dien-chau-01", "a"): [fx / "bitonal-g4-400dpi.tif", fx / "skew-6-200dpi.png"],
+        ("dien-chau-01", "b"): [fx / "scanner.pdf"],
+        ("vinh-02", "c"): [fx / "no-dpi.png"],
+        ("vinh-02", "d"): [fx / "turned-90-300dpi.png"],
+    }
+    for (station, name), sources in batches.items():
+        proc = _digitize(env, "drop", _batch(tmp_path / name, *sources), "--station", station)
+        assert proc.returncode == 0 and "dropped" in proc.stdout, proc.stderr
+    # A fifth batch whose station stopped mid-upload: its page is there, batch.json is not.
+    inbox = open_store(env["DIGITIZE_SERVICE_INBOX"], env)
+    partial = tmp_path / "partial.png"
+    shutil.copy(fx / "turned-180-400dpi.png", partial)
+    inbox.upload("vinh-02/e-partial/turned-180-400dpi.png", partial)
+
+    first = _digitize(env, "run", "--jobs", "2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "waiting: vinh-02/e-partial/" in first.stdout
+    archive = open_store(env["DIGITIZE_SERVICE_ARCHIVE"], env)
+    manifests = [o.key for o in archive.list() if o.key.endswith(".json")]
+    names = Counter(Path(key).name for key in manifests)
+    expected = {"bitonal-g4-400dpi.json", "skew-6-200dpi.json", "scanner.json", "no-dpi.json", "turned-90-300dpi.json"}
+    assert set(names) == expected and all(n == 1 for n in names.values()), names
+    for key in manifests:
+        manifest = json.loads(archive.read_bytes(key))
+        pdf = tmp_path / "check.pdf"
+        archive.download(key[: -len(".json")] + ".pdf", pdf)
+        assert atomic.sha256_file(pdf) == manifest["output"]["pdf_sha256"], key
+    done = [o.key for o in inbox.list() if o.key.endswith(DONE_MARKER)]
+    assert len(done) == 4 and not any(k.startswith("vinh-02/e-partial/") for k in done)
+    # Originals are kept.
+    assert inbox.exists("vinh-02/e-partial/turned-180-400dpi.png")
+    assert len([o for o in inbox.list() if o.key.endswith((".tif", ".png", ".pdf"))]) == 6
+
+    stores = {name: open_store(env[f"DIGITIZE_SERVICE_{name.upper()}"], env) for name in ("archive", "review")}
+    before = {name: _snapshot(store) for name, store in stores.items()}
+    second = _digitize(env, "run", "--jobs", "2")
+    assert second.returncode == 0, second.stderr
+    assert {name: _snapshot(store) for name, store in stores.items()} == before
+
+
+def test_two_runs_at_once_produce_each_dossier_once(s3, fixture_scans, tmp_path):
+    env = _env(s3, tmp_path, "race")
+    for station, name, source in (
+        ("st-a", "one", "bitonal-g4-400dpi.tif"), ("st-a", "two", "no-dpi.png"), ("st-b", "three", "skew-6-200dpi.png"),
+    ):  # fmt: skip
+        assert _digitize(env, "drop", _batch(tmp_path / name, fixture_scans / source), "--station", station).returncode == 0
+    runs = []
+    for n in (1, 2):
+        run_env = {**env, "PREFECT_HOME": str(tmp_path / f"prefect-{n}")}
+        runs.append(subprocess.Popen([str(DIGITIZE), "run", "--jobs", "1"], env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [run.communicate(timeout=900) for run in runs]
+    assert all(run.returncode == 0 for run in runs), outputs
+    archive = open_store(env["DIGITIZE_SERVICE_ARCHIVE"], env)
+    names = Counter(Path(o.key).name for o in archive.list() if o.key.endswith(".json"))
+    assert names == Counter({"bitonal-g4-400dpi.json": 1, "no-dpi.json": 1, "skew-6-200dpi.json": 1})
+    inbox = open_store(env["DIGITIZE_SERVICE_INBOX"], env)
+    assert len([o for o in inbox.list() if o.key.endswith(DONE_MARKER)]) == 3
+    # Each batch was processed by one run only: the two runs' tables share no batch.
+    processed = [{line.split()[1] for line in out.splitlines() if line.startswith("│ st-")} for out, _ in outputs]
+    assert processed[0].isdisjoint(processed[1]) and len(processed[0] | processed[1]) == 3, outputs
+
+
+def test_nightly_flow_publishes_the_dashboard_artifacts(fixture_scans, tmp_path):
+    """In-process, under Prefect's test harness, on the embedded folder store."""
+    from prefect.client.orchestration import get_client
+    from prefect.testing.utilities import prefect_test_harness
+
+    from digitize.config import app_settings
+    from digitize.drop import drop
+    from flows.nightly import nightly
+
+    settings = app_settings(None, {}, {
+        "service.inbox": str(tmp_path / "inbox"), "service.archive": str(tmp_path / "archive"),
+        "service.review": str(tmp_path / "review"), "service.claim_settle_s": 0.0,
+    })  # fmt: skip
+    drop(_batch(tmp_path / "b", fixture_scans / "bitonal-g4-400dpi.tif"), LocalStore(tmp_path / "inbox"), station="st", operator="test")
+    with prefect_test_harness():
+        result = nightly(settings, 1)
+        assert len(result["processed"]) == 1
+
+        async def artifacts():
+            async with get_client() as client:
+                return await client.read_artifacts()
+
+        import asyncio
+
+        found = {a.key: a for a in asyncio.run(artifacts())}
+    assert {"nightly-summary", "nightly-progress"} <= set(found)
+    table = next(a for key, a in found.items() if key.startswith("batch-st-"))
+    assert "bitonal-g4-400dpi" in str(table.data)
+    assert "pages per hour" in found["nightly-summary"].data
