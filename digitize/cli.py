@@ -229,6 +229,122 @@ def run(
         raise typer.Exit(75)
 
 
+@app.command()
+def serve(
+    jobs: Annotated[int, typer.Option(help="Pages processed at once on this machine.", min=1)] = os.cpu_count() or 1,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the nightly deployment (cron from config, default 22:00 Asia/Ho_Chi_Minh) and run it when due."""
+    try:
+        settings = _settings(config, None, {})
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    from prefect.schedules import Cron
+
+    from flows.nightly import nightly_from_config
+
+    console.print(f"serving 'nightly' on {settings.service.schedule} ({settings.service.timezone}); Ctrl+C to stop")
+    nightly_from_config.serve(
+        name="nightly",
+        schedules=[Cron(settings.service.schedule, timezone=settings.service.timezone)],
+        parameters={"config": [str(p) for p in config or []], "jobs": jobs},
+        limit=1,
+    )
+
+
+review_app = typer.Typer(help="Manual handling of flagged dossiers.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+ReviewOption = Annotated[str | None, typer.Option("--review", help="Manual-review location (default from config).")]
+ByOption = Annotated[str | None, typer.Option("--by", help="Who is acting (default: the login name).")]
+
+
+def _review_stores(config: list[Path] | None, review: str | None):
+    from digitize.storage import open_store
+
+    settings = _settings(config, None, {"service.review": review})
+    return settings, open_store(settings.service.review, os.environ)
+
+
+@review_app.command("list")
+def review_list(review: ReviewOption = None, all_: Annotated[bool, typer.Option("--all", help="Include archived items.")] = False, config: ConfigOption = None) -> None:
+    """Open items, with their reasons."""
+    from digitize import review as manual
+
+    try:
+        _, store = _review_stores(config, review)
+        items = manual.list_items(store, include_archived=all_)
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    table = Table("dossier", "batch", "flags", "pages flagged", "status", title=f"Manual review in {store.url}", title_justify="left")
+    for item in items:
+        pages = sorted({e["page"] for evs in item.flags.values() for e in evs if "page" in e})
+        table.add_row(item.code or item.name, item.prefix.rsplit("/", 2)[0], ", ".join(item.flags),
+                      ", ".join(map(str, pages)) or "-", "archived" if item.archived else "open")  # fmt: skip
+    console.print(table)
+
+
+@review_app.command("show")
+def review_show(code: str, review: ReviewOption = None, to: Annotated[Path, typer.Option(help="Where to put the files.")] = Path("review-items"), config: ConfigOption = None) -> None:
+    """Fetch an item's thumbnails, reasons and PDF, and open them."""
+    import shutil
+    import subprocess
+
+    from digitize import review as manual
+
+    try:
+        _, store = _review_stores(config, review)
+        item = manual.find(store, code)
+        paths = manual.fetch(store, item, to / item.name)
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    for flag, evidence in item.flags.items():
+        console.print(f"[bold]{flag}[/bold]: " + "; ".join(json.dumps(e, ensure_ascii=False) for e in evidence))
+    for path in paths:
+        console.print(f"  {path}")
+    opener = shutil.which("xdg-open")
+    if opener and os.environ.get("DISPLAY"):
+        for path in paths:
+            if path.suffix == ".png":
+                subprocess.Popen([opener, str(path)])
+
+
+@review_app.command("approve")
+def review_approve(code: str, review: ReviewOption = None, archive: Annotated[str | None, typer.Option(help="Archive location.")] = None, by: ByOption = None, config: ConfigOption = None) -> None:
+    """Archive a flagged dossier as it is."""
+    from digitize import review as manual
+    from digitize.storage import open_store
+
+    try:
+        settings, store = _review_stores(config, review)
+        archive_store = open_store(archive or settings.service.archive, os.environ)
+        keys = manual.approve(store, archive_store, manual.find(store, code), by=by)
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    console.print(f"archived {code}: " + ", ".join(f"{archive_store.url}/{k}" for k in keys))
+
+
+@review_app.command("replace")
+def review_replace(
+    code: str,
+    rescan: Annotated[Path, typer.Argument(help="The re-scan (any input the pipeline takes).")],
+    pages: Annotated[str, typer.Option(help="Dossier pages to replace, 1-based: N,M.")],
+    review: ReviewOption = None, by: ByOption = None, config: ConfigOption = None,
+) -> None:  # fmt: skip
+    """Swap pages of a flagged dossier for a re-scan (a large-format drawing, say) and re-assemble it."""
+    from digitize import review as manual
+
+    try:
+        numbers = [int(p) for p in pages.split(",") if p.strip()]
+    except ValueError:
+        raise _fail(ConfigError(f"--pages {pages!r}: expected page numbers like 3,4")) from None
+    try:
+        settings, store = _review_stores(config, review)
+        entry = manual.replace_pages(store, manual.find(store, code), pages=numbers, rescan=rescan, settings=settings, by=by)
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    console.print(f"{code}: pages {entry['pages_replaced']} replaced by {rescan.name}; new PDF sha256 {entry['pdf_sha256'][:16]}…")
+
+
 @app.command("models")
 def models_command(
     write: Annotated[bool, typer.Option("--write", help="Pin the installed models' checksums in ocr_models/manifest.json.")] = False,

@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from digitize.inbox import BATCH_MANIFEST, DONE_MARKER, BatchState, Claim, parse_manifest, scan_inbox
+from digitize.review import REVIEW_ITEM
 from digitize.storage import Store, open_store
 from pipeline import atomic
 from pipeline.batch import BatchReport, process_inputs
@@ -82,16 +83,19 @@ def _upload(report: BatchReport, out: Path, prefix: str, scanned_at: datetime, a
     """Clean dossiers to <yyyy>/<mm>/<code>.*, flagged ones to the review area; manifests last."""
     uploaded = []
     for doc in report.documents:
+        # A dossier code is unique in the province; a file name is not, so uncoded documents
+        # stay with their batch.
+        archive_folder = f"{scanned_at:%Y}/{scanned_at:%m}/" + ("" if doc.code else f"uncoded/{prefix}")
         if doc.flags:
             folder = doc.manifest.parent
+            # Where `digitize review approve` will archive it, decided now as for clean dossiers.
+            (folder / REVIEW_ITEM).write_text(json.dumps({"name": doc.name, "code": doc.code, "batch": prefix, "archive_folder": archive_folder}))
             files = sorted(p for p in folder.iterdir() if p != doc.manifest) + [doc.manifest]
             keys = [f"{prefix}{doc.name}/{p.name}" for p in files]
             store = review
         else:
             files = [doc.manifest.with_suffix(ext) for ext in (".pdf", ".txt", ".json")]
-            # A dossier code is unique in the province; a file name is not, so those stay with their batch.
-            folder = f"{scanned_at:%Y}/{scanned_at:%m}/" + ("" if doc.code else f"uncoded/{prefix}")
-            keys = [f"{folder}{p.name}" for p in files]
+            keys = [f"{archive_folder}{p.name}" for p in files]
             store = archive
         for path, key in zip(files, keys, strict=True):
             store.upload(key, path)
@@ -168,3 +172,12 @@ def _night_summary(results: list[dict], failures: list[str], states: list[BatchS
     if failures:
         lines += ["", "## Failures", ""] + [f"- {f}" for f in failures]
     return "\n".join(lines) + "\n"
+
+
+@flow(name="digitize-nightly-scheduled")
+def nightly_from_config(config: list[str] | None = None, jobs: int | None = None) -> dict:
+    """The scheduled entry point: each worker reads its own config files and environment."""
+    from digitize.config import app_settings
+
+    settings = app_settings([Path(p) for p in config or []], os.environ, {})
+    return nightly(settings, jobs or os.cpu_count() or 1)

@@ -147,3 +147,48 @@ def test_nightly_flow_publishes_the_dashboard_artifacts(fixture_scans, tmp_path)
     table = next(a for key, a in found.items() if key.startswith("batch-st-"))
     assert "bitonal-g4-400dpi" in str(table.data)
     assert "pages per hour" in found["nightly-summary"].data
+
+
+def test_staff_review_replace_and_approve_a_flagged_dossier(fixture_scans, tmp_path):
+    """A drawing goes to manual review; staff swap in a re-scan, approve it, and every act is recorded."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DIGITIZE_SERVICE_INBOX": str(tmp_path / "inbox"), "DIGITIZE_SERVICE_ARCHIVE": str(tmp_path / "archive"),
+        "DIGITIZE_SERVICE_REVIEW": str(tmp_path / "review"), "DIGITIZE_SERVICE_CLAIM_SETTLE_S": "0", "COLUMNS": "200",
+    }  # fmt: skip
+    batch = _batch(tmp_path / "plans", repo / "sample_scans" / "ban-ve-a3-200dpi.jpg")
+    assert _digitize(env, "drop", batch, "--station", "st").returncode == 0
+    assert _digitize(env, "run", "--jobs", "1").returncode == 0
+    listing = _digitize(env, "review", "list")
+    assert "ban-ve-a3-200dpi" in listing.stdout and "technical_drawing" in listing.stdout, listing.stdout
+
+    shown = _digitize(env, "review", "show", "ban-ve-a3-200dpi", "--to", tmp_path / "look")
+    assert shown.returncode == 0 and (tmp_path / "look" / "ban-ve-a3-200dpi" / "reasons.json").exists()
+
+    rescan = fixture_scans / "bitonal-g4-400dpi.tif"
+    replaced = _digitize(env, "review", "replace", "ban-ve-a3-200dpi", rescan, "--pages", "1", "--by", "Nguyễn Thị Lan")
+    assert replaced.returncode == 0, replaced.stderr
+    review = LocalStore(tmp_path / "review")
+    (item_pdf,) = [o.key for o in review.list() if o.key.endswith("/ban-ve-a3-200dpi.pdf") and "/previous/" not in o.key]
+    prefix = item_pdf[: -len("ban-ve-a3-200dpi.pdf")]
+    local = tmp_path / "replaced.pdf"
+    review.download(item_pdf, local)
+    import pikepdf.pdfa
+
+    assert pikepdf.pdfa.validate_written(local, "2b").passed
+    assert "Quyết định" in review.read_bytes(prefix + "ban-ve-a3-200dpi.txt").decode()
+    assert [o for o in review.list(prefix + "previous/")], "the replaced PDF must be kept"
+    manifest = json.loads(review.read_bytes(prefix + "ban-ve-a3-200dpi.json"))
+    assert manifest["replacements"][0]["by"] == "Nguyễn Thị Lan"
+    assert manifest["output"]["pdf_sha256"] == atomic.sha256_file(local)
+
+    approved = _digitize(env, "review", "approve", "ban-ve-a3-200dpi", "--by", "Trần Văn Hùng")
+    assert approved.returncode == 0, approved.stderr
+    archive = LocalStore(tmp_path / "archive")
+    archived = [o.key for o in archive.list() if o.key.endswith("ban-ve-a3-200dpi.pdf")]
+    assert len(archived) == 1
+    actions = [json.loads(review.read_bytes(o.key)) for o in review.list(prefix + "actions/")]
+    assert sorted((a["action"], a["by"]) for a in actions) == [("approve", "Trần Văn Hùng"), ("replace", "Nguyễn Thị Lan")]
+    assert review.exists(item_pdf), "nothing in the review area is deleted"
+    assert "ban-ve-a3-200dpi" not in _digitize(env, "review", "list").stdout
