@@ -108,7 +108,7 @@ def _summary(prefix: str, report: BatchReport, archived: list[dict]) -> dict:
     for doc in report.documents:
         key = next((a["key"] for a in archived if a["key"].endswith(f"{doc.name}.pdf")), None)
         rows.append({
-            "dossier": doc.code or doc.name, "pages": doc.pages, "flags": ", ".join(doc.flags) or "-",
+            "dossier": doc.code or doc.name, "pages": doc.pages, "flags": ", ".join(doc.flags) or "none",
             "mean OCR confidence": doc.mean_confidence, "output": key,
         })  # fmt: skip
     return {

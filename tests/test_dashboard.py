@@ -1,0 +1,94 @@
+"""Supervisors' view: the Prefect UI in headless Chromium shows a finished run's batch table."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DIGITIZE
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--virtual-time-budget=20000", "--window-size=1400,1000",
+]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def prefect_server(tmp_path):
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_API_URL": api,
+    }  # fmt: skip
+    server = subprocess.Popen(
+        [str(DIGITIZE.parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{api}/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("Prefect server did not start") from None
+                time.sleep(1)
+        yield api, env
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=60)
+
+
+def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
+    browser = shutil.which("chromium")
+    assert browser, "chromium is not installed; `make test` installs it"
+    return subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_finished_run_batch_table_is_shown_in_the_prefect_ui(prefect_server, tmp_path):
+    api, env = prefect_server
+    env = {
+        **env, "PREFECT_API_URL": api, "DIGITIZE_SERVICE_INBOX": str(tmp_path / "inbox"),
+        "DIGITIZE_SERVICE_ARCHIVE": str(tmp_path / "archive"), "DIGITIZE_SERVICE_REVIEW": str(tmp_path / "review"),
+        "DIGITIZE_SERVICE_CLAIM_SETTLE_S": "0",
+    }  # fmt: skip
+    batch = tmp_path / "desk-7"
+    batch.mkdir()
+    shutil.copy(REPO / "sample_scans" / "giay-tiep-nhan-300dpi-skew.jpg", batch)
+    for args in (["drop", str(batch), "--station", "vinh"], ["run", "--jobs", "1"]):
+        proc = subprocess.run([str(DIGITIZE), *args], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    query = json.dumps({"artifacts": {"type": {"any_": ["table"]}}}).encode()
+    request = urllib.request.Request(f"{api}/artifacts/filter", data=query, headers={"content-type": "application/json"})
+    (artifact,) = json.load(urllib.request.urlopen(request, timeout=10))
+    page = f"{api.removesuffix('/api')}/artifacts/artifact/{artifact['id']}"
+
+    dom = _chromium("--dump-dom", page, profile=tmp_path / "chrome-dom").stdout
+    assert "000.00.21.H40-261126-0042" in dom, "the batch table's dossier code is not on the page"
+    assert "mean OCR confidence" in dom
+    screenshots = REPO / "test-output"
+    screenshots.mkdir(exist_ok=True)
+    shot = screenshots / "dashboard-batch-table.png"
+    _chromium(f"--screenshot={shot}", page, profile=tmp_path / "chrome-shot")
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
