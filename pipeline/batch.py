@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import concurrent.futures.process
+import functools
 import hashlib
 import json
 import logging
@@ -125,7 +127,8 @@ def process_inputs(
         raise OutputError(f"{out_dir}: cannot create output folder: {exc.strerror or exc}") from None
     report = BatchReport()
     names = _Names()
-    with tempfile.TemporaryDirectory(prefix="digitize-") as tmp, _executor(jobs) as pool:
+    pool = _executor(jobs)
+    with tempfile.TemporaryDirectory(prefix="digitize-") as tmp:
         pending: list[_Job] = []
         for path, stem in zip(inputs, output_stems(inputs), strict=True):
             try:
@@ -237,6 +240,11 @@ def _collect(job: _Job, ref: PageRef, future: cf.Future, on_pages: Callable[[int
         job.results[ref.index] = future.result()
     except DigitizeError as exc:
         job.failure = exc
+        return
+    except cf.process.BrokenProcessPool:
+        # A worker died (killed, out of memory): this input can be retried, with a new pool.
+        _executor.cache_clear()
+        job.failure = WorkerLost(f"a page worker died on page {ref.frame + 1}")
         return
     except Exception as exc:  # a bug must cost one input, not the night's batch
         log.exception("unexpected error on %s page %d", ref.path, ref.frame + 1)
@@ -493,6 +501,13 @@ def _up_to_date(
         return None
 
 
+class WorkerLost(DigitizeError):
+    """A worker process died under us; nothing is wrong with the input."""
+
+    permanent = False
+    exit_code = 75
+
+
 class _InlineExecutor(cf.Executor):
     """One job: run pages in this process. Cheaper than a pool, and faults can be injected."""
 
@@ -505,7 +520,9 @@ class _InlineExecutor(cf.Executor):
         return future
 
 
+@functools.cache
 def _executor(jobs: int) -> cf.Executor:
+    """One pool per process and size, kept for every later batch: starting workers costs ~1 s."""
     if jobs <= 1:
         return _InlineExecutor()
     # forkserver: workers start clean, without the parent's threads or open files. The
