@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
@@ -118,7 +120,12 @@ def _summary(prefix: str, report: BatchReport, archived: list[dict]) -> dict:
     }  # fmt: skip
 
 
-@flow(name="digitize-nightly", log_prints=True)
+# Two batches in flight: one's downloads, uploads and PDF assembly overlap the other's OCR.
+# Tesseract stays limited to `jobs` per machine, because both share one page-worker pool.
+BATCHES_AT_ONCE = 2
+
+
+@flow(name="digitize-nightly", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=BATCHES_AT_ONCE))
 def nightly(settings: Settings, jobs: int = 2) -> dict:
     """Process every complete batch in the inbox; publish a table per batch and a summary."""
     logger = get_run_logger()
@@ -129,9 +136,11 @@ def nightly(settings: Settings, jobs: int = 2) -> dict:
     logger.info("%d batches ready, %d waiting, %d incomplete", len(ready), *(sum(s.state == k for s in states) for k in ("waiting", "incomplete")))
     progress = create_progress_artifact(0.0, key="nightly-progress", description="Batches processed tonight")
     results, failures = [], []
-    for number, state in enumerate(ready, start=1):
+    futures = {process_batch.submit(state.prefix, settings, jobs): state for state in ready}
+    for number, future in enumerate(as_completed(list(futures)), start=1):
+        state = futures[future]
         try:
-            result = process_batch(state.prefix, settings, jobs)
+            result = future.result()
             results.append(result)
             if result["state"] == "done":
                 create_table_artifact(result["documents"], key=_artifact_key(state.prefix), description=f"Batch {state.prefix}")
@@ -139,11 +148,28 @@ def nightly(settings: Settings, jobs: int = 2) -> dict:
             failures.append(f"{state.prefix}: {exc}")
             logger.error("batch %s failed: %s", state.prefix, exc)
         update_progress_artifact(progress, 100.0 * number / max(1, len(ready)))
+    _apply_retention(inbox, states, settings)
     summary = _night_summary(results, failures, states, time.monotonic() - started)
     create_markdown_artifact(summary, key="nightly-summary", description="Tonight's digitization")
     return {"processed": [r for r in results if r["state"] == "done"], "failures": failures,
             "waiting": [s.prefix for s in states if s.state == "waiting"],
             "incomplete": [s.prefix for s in states if s.state in ("incomplete", "invalid")]}  # fmt: skip
+
+
+def _apply_retention(inbox: Store, states: list[BatchState], settings: Settings) -> None:
+    """Remove originals of batches done more than `retention_days` ago (0 keeps them for ever)."""
+    days = settings.service.retention_days
+    if days <= 0:
+        return
+    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
+    for state in states:
+        done = inbox.stat(state.prefix + DONE_MARKER) if state.state == "done" else None
+        if done is None or done.modified > cutoff:
+            continue
+        for obj in inbox.list(state.prefix):
+            # batch.json and the done marker stay: they are the batch's record of what was received.
+            if not obj.key.endswith((BATCH_MANIFEST, DONE_MARKER)):
+                inbox.delete(obj.key)
 
 
 def _artifact_key(prefix: str) -> str:

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -243,7 +244,8 @@ def _collect(job: _Job, ref: PageRef, future: cf.Future, on_pages: Callable[[int
         return
     except cf.process.BrokenProcessPool:
         # A worker died (killed, out of memory): this input can be retried, with a new pool.
-        _executor.cache_clear()
+        with _POOL_LOCK:
+            _make_executor.cache_clear()
         job.failure = WorkerLost(f"a page worker died on page {ref.frame + 1}")
         return
     except Exception as exc:  # a bug must cost one input, not the night's batch
@@ -509,20 +511,36 @@ class WorkerLost(DigitizeError):
 
 
 class _InlineExecutor(cf.Executor):
-    """One job: run pages in this process. Cheaper than a pool, and faults can be injected."""
+    """One job: run pages in this process. Cheaper than a pool, and faults can be injected.
+
+    The lock keeps it to one page at a time when several batches share it from threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
 
     def submit(self, fn, /, *args, **kwargs):  # noqa: D401 - the Executor API
         future: cf.Future = cf.Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # handed to the caller through the future
-            future.set_exception(exc)
+        with self._lock:
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to the caller through the future
+                future.set_exception(exc)
         return future
 
 
-@functools.cache
+_POOL_LOCK = threading.Lock()
+
+
 def _executor(jobs: int) -> cf.Executor:
-    """One pool per process and size, kept for every later batch: starting workers costs ~1 s."""
+    """One pool per process and size, shared by concurrent batches and kept for later ones:
+    starting workers costs ~1 s, and sharing keeps Tesseract to `jobs` at a time."""
+    with _POOL_LOCK:
+        return _make_executor(jobs)
+
+
+@functools.cache
+def _make_executor(jobs: int) -> cf.Executor:
     if jobs <= 1:
         return _InlineExecutor()
     # forkserver: workers start clean, without the parent's threads or open files. The

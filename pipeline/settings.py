@@ -86,6 +86,7 @@ class ServiceSettings(_Section):
     claim_settle_s: float = Field(ge=0)
     schedule: str
     timezone: str
+    retention_days: float = Field(ge=0)
 
 
 class Settings(_Section):

@@ -192,3 +192,27 @@ def test_staff_review_replace_and_approve_a_flagged_dossier(fixture_scans, tmp_p
     assert sorted((a["action"], a["by"]) for a in actions) == [("approve", "Trần Văn Hùng"), ("replace", "Nguyễn Thị Lan")]
     assert review.exists(item_pdf), "nothing in the review area is deleted"
     assert "ban-ve-a3-200dpi" not in _digitize(env, "review", "list").stdout
+
+
+def test_retention_removes_only_old_originals_and_keeps_the_batch_record(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from digitize.config import app_settings
+    from digitize.inbox import scan_inbox
+    from flows.nightly import _apply_retention
+
+    inbox = LocalStore(tmp_path / "inbox")
+    for batch in ("st/old/", "st/new/"):
+        inbox.put_bytes(batch + "scan.tif", b"II*\x00 scan")
+        inbox.put_bytes(batch + "batch.json", b"{}")
+        inbox.put_bytes(batch + DONE_MARKER, b"{}")
+    month_ago = (datetime.now(timezone.utc) - timedelta(days=30)).timestamp()
+    os.utime(tmp_path / "inbox" / "st" / "old" / DONE_MARKER, (month_ago, month_ago))
+    states = scan_inbox(inbox, incomplete_after=timedelta(hours=1))
+    keep_all = app_settings(None, {}, {})
+    _apply_retention(inbox, states, keep_all)
+    assert len(inbox.list()) == 6, "retention 0 keeps every original"
+    _apply_retention(inbox, states, keep_all.with_overrides({"service.retention_days": 7}))
+    assert sorted(o.key for o in inbox.list()) == [
+        "st/new/_done.json", "st/new/batch.json", "st/new/scan.tif", "st/old/_done.json", "st/old/batch.json",
+    ]
