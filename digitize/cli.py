@@ -222,7 +222,11 @@ def run(
     for prefix in result["incomplete"]:
         console.print(f"[yellow]incomplete:[/yellow] {prefix}")
     console.print(f"archive: {settings.service.archive}   manual review: {settings.service.review}")
-    console.print("dashboard: run `prefect server start` and open http://127.0.0.1:4200 (flow runs, artifacts)")
+    api = os.environ.get("PREFECT_API_URL")
+    if api:
+        console.print(f"dashboard: {api.removesuffix('/api')} (flow runs, artifacts)")
+    else:
+        console.print("dashboard: run `prefect server start` and open http://127.0.0.1:4200 (flow runs, artifacts)")
     for failure in result["failures"]:
         errors.print(f"[red]failed:[/red] {failure}", highlight=False, soft_wrap=True)
     if result["failures"]:
