@@ -22,7 +22,7 @@ from pipeline.split import DossierHint
 from pipeline.errors import ConfigError, DigitizeError
 from pipeline.settings import Settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Digitize scanned dossiers into signed, searchable PDF/A records.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Digitize scanned dossiers into searchable, archival PDF/A records.")
 # Logs and CI are not terminals; 80 columns would fold every dossier code.
 console = Console(width=None if sys.stdout.isatty() else 140)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
@@ -195,8 +195,8 @@ def drop(
         console.print(f"{folder} was already dropped as {store.url}/{prefix}; nothing uploaded")
 
 
-@app.command()
-def run(
+@app.command("run")
+def run_command(
     inbox: Annotated[str | None, typer.Option(help="Inbox location (default from config).")] = None,
     archive: Annotated[str | None, typer.Option(help="Archive location.")] = None,
     review: Annotated[str | None, typer.Option(help="Manual-review location.")] = None,

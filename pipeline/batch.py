@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import concurrent.futures.process
 import functools
 import hashlib
 import json
@@ -16,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from pipeline import __version__, atomic, models
@@ -242,7 +242,7 @@ def _collect(job: _Job, ref: PageRef, future: cf.Future, on_pages: Callable[[int
     except DigitizeError as exc:
         job.failure = exc
         return
-    except cf.process.BrokenProcessPool:
+    except BrokenProcessPool:
         # A worker died (killed, out of memory): this input can be retried, with a new pool.
         with _POOL_LOCK:
             _make_executor.cache_clear()

@@ -12,7 +12,6 @@ import cv2
 import img2pdf
 import numpy as np
 import pikepdf
-from PIL import Image
 
 from pipeline.sources import ScanPage
 

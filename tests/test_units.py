@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-from PIL import Image
 
 from pipeline import geometry, paper
 from pipeline.batch import output_stems
