@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -236,24 +237,64 @@ def run_command(
 @app.command()
 def serve(
     jobs: Annotated[int, typer.Option(help="Pages processed at once on this machine.", min=1)] = os.cpu_count() or 1,
+    port: Annotated[int, typer.Option(help="Port of the Prefect server started when PREFECT_API_URL is not set.")] = 4200,
     config: ConfigOption = None,
 ) -> None:
-    """Serve the nightly deployment (cron from config, default 22:00 Asia/Ho_Chi_Minh) and run it when due."""
+    """Run the nightly deployment on its schedule (default 22:00 Asia/Ho_Chi_Minh) in this process.
+
+    With PREFECT_API_URL set, the deployment registers with that server; otherwise a local
+    Prefect server is started alongside, and its dashboard shows the runs.
+    """
     try:
         settings = _settings(config, None, {})
     except DigitizeError as exc:
         raise _fail(exc) from None
     from prefect.schedules import Cron
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_API_URL, temporary_settings
 
     from flows.nightly import nightly_from_config
 
-    console.print(f"serving 'nightly' on {settings.service.schedule} ({settings.service.timezone}); Ctrl+C to stop")
-    nightly_from_config.serve(
-        name="nightly",
-        schedules=[Cron(settings.service.schedule, timezone=settings.service.timezone)],
-        parameters={"config": [str(p) for p in config or []], "jobs": jobs},
-        limit=1,
-    )
+    with contextlib.ExitStack() as stack:
+        api = os.environ.get("PREFECT_API_URL")
+        if not api:
+            api = stack.enter_context(_local_prefect_server(port))
+            stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api, PREFECT_UI_API_URL: api}))
+        console.print(
+            f"serving 'nightly' on {settings.service.schedule} ({settings.service.timezone}); "
+            f"dashboard {api.removesuffix('/api')}; Ctrl+C to stop"
+        )
+        nightly_from_config.serve(
+            name="nightly",
+            schedules=[Cron(settings.service.schedule, timezone=settings.service.timezone)],
+            parameters={"config": [str(p) for p in config or []], "jobs": jobs},
+            limit=1,
+        )
+
+
+@contextlib.contextmanager
+def _local_prefect_server(port: int):
+    """`prefect server start` on loopback for as long as `serve` runs: it holds the schedule."""
+    import subprocess
+    import time
+    import urllib.request
+
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_UI_API_URL": api}
+    prefect = Path(sys.executable).parent / "prefect"
+    server = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env)
+    try:
+        for _ in range(120):
+            if server.poll() is not None:
+                raise typer.Exit(69)
+            try:
+                urllib.request.urlopen(f"{api}/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        yield api
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 review_app = typer.Typer(help="Manual handling of flagged dossiers.", no_args_is_help=True)

@@ -92,3 +92,37 @@ def test_finished_run_batch_table_is_shown_in_the_prefect_ui(prefect_server, tmp
     _chromium(f"--screenshot={shot}", page, profile=tmp_path / "chrome-shot")
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
+
+
+def test_serve_registers_the_nightly_schedule_with_its_server(tmp_path):
+    """`digitize serve` starts a Prefect server when none is configured and serves the cron deployment."""
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DIGITIZE_SERVICE_INBOX": str(tmp_path / "inbox"),
+    }  # fmt: skip
+    env.pop("PREFECT_API_URL", None)
+    serving = subprocess.Popen(
+        [str(DIGITIZE), "serve", "--jobs", "1", "--port", str(port)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        deployments = []
+        while time.monotonic() < deadline and not deployments:
+            time.sleep(2)
+            try:
+                request = urllib.request.Request(f"{api}/deployments/filter", data=b"{}", headers={"content-type": "application/json"})
+                deployments = json.load(urllib.request.urlopen(request, timeout=5))
+            except OSError:
+                continue
+        assert deployments, "no deployment registered"
+        (deployment,) = deployments
+        assert deployment["name"] == "nightly"
+        (schedule,) = deployment["schedules"]
+        assert schedule["schedule"]["cron"] == "0 22 * * *"
+        assert schedule["schedule"]["timezone"] == "Asia/Ho_Chi_Minh"
+    finally:
+        os.killpg(serving.pid, 15)
+        serving.wait(timeout=120)
