@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
-from prefect.cache_policies import NO_CACHE
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 
 from digitize.inbox import BATCH_MANIFEST, DONE_MARKER, BatchState, Claim, parse_manifest, scan_inbox
 from digitize.review import REVIEW_ITEM
@@ -71,7 +71,7 @@ def _process_claimed(prefix: str, inbox: Store, archive: Store, review: Store, t
         hints.setdefault(hint.file, []).append(DossierHint(hint.code, hint.first_page, hint.last_page))
     out = tmp / "out"
     report = process_inputs(inputs, out, settings, jobs=jobs, hints=hints)
-    archived = _upload(report, out, prefix, manifest.scanned_at, archive, review)
+    archived = _upload(report, prefix, manifest.scanned_at, archive, review)
     done = {
         "batch": prefix, "station": manifest.station, "finished": datetime.now(timezone.utc).isoformat(),
         "objects": archived, "rejected": [{"input": r.input.name, "reason": r.reason} for r in report.rejected],
@@ -81,8 +81,9 @@ def _process_claimed(prefix: str, inbox: Store, archive: Store, review: Store, t
     return _summary(prefix, report, archived)
 
 
-def _upload(report: BatchReport, out: Path, prefix: str, scanned_at: datetime, archive: Store, review: Store) -> list[dict]:
-    """Clean dossiers to <yyyy>/<mm>/<code>.*, flagged ones to the review area; manifests last."""
+def _upload(report: BatchReport, prefix: str, scanned_at: datetime, archive: Store, review: Store) -> list[dict]:
+    """Clean dossiers to <yyyy>/<mm>/<code>.*, flagged ones to the review area; manifests last,
+    and for a review item its _item.json after that, since listing keys on it."""
     uploaded = []
     for doc in report.documents:
         # A dossier code is unique in the province; a file name is not, so uncoded documents
@@ -91,8 +92,9 @@ def _upload(report: BatchReport, out: Path, prefix: str, scanned_at: datetime, a
         if doc.flags:
             folder = doc.manifest.parent
             # Where `digitize review approve` will archive it, decided now as for clean dossiers.
-            (folder / REVIEW_ITEM).write_text(json.dumps({"name": doc.name, "code": doc.code, "batch": prefix, "archive_folder": archive_folder}))
-            files = sorted(p for p in folder.iterdir() if p != doc.manifest) + [doc.manifest]
+            item = folder / REVIEW_ITEM
+            item.write_text(json.dumps({"name": doc.name, "code": doc.code, "batch": prefix, "archive_folder": archive_folder}))
+            files = sorted(p for p in folder.iterdir() if p not in (doc.manifest, item)) + [doc.manifest, item]
             keys = [f"{prefix}{doc.name}/{p.name}" for p in files]
             store = review
         else:
