@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench import pageset  # noqa: E402
-from bench.measure import prefect_server  # noqa: E402
+from digitize.prefect_server import local_prefect_server  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -60,7 +60,8 @@ def main() -> int:
     pipeline_s = timed([str(BIN / "digitize"), "process", *all_pages, "--out", str(work / "out"), "--jobs", str(args.jobs)], env)
     drop_s = sum(timed([str(BIN / "digitize"), "drop", str(b), "--station", "bench"], env) for b in batches)
     # As in production, the flow reports to a running Prefect server.
-    with prefect_server(work / "prefect-server") as api:
+    server_env = {**os.environ, "PREFECT_HOME": str(work / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    with local_prefect_server(4299, env=server_env) as api:
         run_s = timed([str(BIN / "digitize"), "run", "--jobs", str(args.jobs)], {**env, "PREFECT_API_URL": api})
     archived = sum(1 for p in (work / "archive").rglob("*.pdf")) + sum(1 for p in (work / "review").rglob("*.pdf"))
     print(f"{args.pages} pages in {len(batches)} batches, {args.jobs} jobs; {archived} dossiers archived or in review")

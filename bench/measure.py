@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import concurrent.futures
 import os
 import subprocess
-import sys
 import threading
 import time
 import unicodedata
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,25 +87,3 @@ def word_accuracy(truth: str, found: str) -> float:
 def pdf_text(pdf: Path) -> str:
     return subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True).stdout
 
-
-@contextlib.contextmanager
-def prefect_server(home: Path, port: int = 4299):
-    """A real `prefect server start` on loopback, as production workers have; yields its API URL."""
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    prefect = Path(sys.executable).parent / "prefect"
-    server = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{api}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
-        else:
-            raise RuntimeError("prefect server did not start")
-        yield api
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)

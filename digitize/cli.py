@@ -252,12 +252,13 @@ def serve(
     from prefect.schedules import Cron
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_API_URL, temporary_settings
 
+    from digitize.prefect_server import local_prefect_server
     from flows.nightly import nightly_from_config
 
     with contextlib.ExitStack() as stack:
         api = os.environ.get("PREFECT_API_URL")
         if not api:
-            api = stack.enter_context(_local_prefect_server(port))
+            api = stack.enter_context(local_prefect_server(port))
             stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api, PREFECT_UI_API_URL: api}))
         console.print(
             f"serving 'nightly' on {settings.service.schedule} ({settings.service.timezone}); "
@@ -269,32 +270,6 @@ def serve(
             parameters={"config": [str(p) for p in config or []], "jobs": jobs},
             limit=1,
         )
-
-
-@contextlib.contextmanager
-def _local_prefect_server(port: int):
-    """`prefect server start` on loopback for as long as `serve` runs: it holds the schedule."""
-    import subprocess
-    import time
-    import urllib.request
-
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_UI_API_URL": api}
-    prefect = Path(sys.executable).parent / "prefect"
-    server = subprocess.Popen([str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env)
-    try:
-        for _ in range(120):
-            if server.poll() is not None:
-                raise typer.Exit(69)
-            try:
-                urllib.request.urlopen(f"{api}/health", timeout=2)
-                break
-            except OSError:
-                time.sleep(1)
-        yield api
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
 
 
 review_app = typer.Typer(help="Manual handling of flagged dossiers.", no_args_is_help=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from digitize.prefect_server import local_prefect_server
 from tests.conftest import DIGITIZE
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -32,30 +33,9 @@ def _free_port() -> int:
 
 @pytest.fixture
 def prefect_server(tmp_path):
-    port = _free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {
-        **os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_API_URL": api,
-    }  # fmt: skip
-    server = subprocess.Popen(
-        [str(DIGITIZE.parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"{api}/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("Prefect server did not start") from None
-                time.sleep(1)
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    with local_prefect_server(_free_port(), env=env) as api:
         yield api, env
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=60)
 
 
 def _chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
