@@ -95,6 +95,16 @@ def test_five_batches_from_two_stations_land_exactly_once(s3, fixture_scans, tmp
     assert second.returncode == 0, second.stderr
     assert {name: _snapshot(store) for name, store in stores.items()} == before
 
+    # The S3 secret appears nowhere: not in output, objects, or Prefect's database and logs.
+    secret = env["MINIO_SECRET_KEY"].encode()
+    assert secret not in (first.stdout + first.stderr + second.stdout + second.stderr).encode()
+    for store in (inbox, *stores.values()):
+        for obj in store.list():
+            assert secret not in store.read_bytes(obj.key), obj.key
+    for path in Path(env["PREFECT_HOME"]).rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_bytes(), path
+
 
 def test_two_runs_at_once_produce_each_dossier_once(s3, fixture_scans, tmp_path):
     env = _env(s3, tmp_path, "race")

@@ -225,3 +225,32 @@ def test_sample_scans_read_back_with_95_percent_word_accuracy(sample_records):
     assert [d["flags"] for d in report["documents"] if Path(d["input"]).name == "ban-ve-a3-200dpi.jpg"] == [
         ["oversized", "technical_drawing"]
     ]
+
+
+def test_a_tesseract_failure_costs_one_page_its_text_layer_not_the_dossier(fixture_scans, tmp_path, monkeypatch):
+    """Fault injection at the one Tesseract wrapper: page 2 of 3 times out; the rest is archived."""
+    from pipeline._exec import tesseract
+    from pipeline.batch import process_inputs
+    from pipeline.errors import ProgramTimeout
+    from pipeline.settings import load_settings
+
+    real_ocr = tesseract.ocr
+
+    def flaky_ocr(image, out_base, **options):
+        if "page-00001" in image.name:
+            raise ProgramTimeout(f"tesseract timed out after 180 s on OCR of {image.name}")
+        return real_ocr(image, out_base, **options)
+
+    monkeypatch.setattr(tesseract, "ocr", flaky_ocr)
+    folder = fixture_scans / "page-folder"
+    report = process_inputs([folder, fixture_scans / "no-dpi.png"], tmp_path, load_settings(), jobs=1)
+    by_input = {doc.input.name: doc for doc in report.documents}
+    flagged = by_input["page-folder"]
+    assert flagged.flags == {"ocr_failed": 1} and flagged.source_pages == [0, 1, 2]
+    manifest = json.loads(flagged.manifest.read_text("utf-8"))
+    assert manifest["flags"]["ocr_failed"][0]["page"] == 1
+    assert "timed out" in manifest["flags"]["ocr_failed"][0]["reason"]
+    texts = flagged.manifest.with_suffix(".txt").read_text("utf-8").split("\f")
+    assert texts[1].strip() == "" and texts[0].strip() and texts[2].strip()
+    assert pikepdf.pdfa.validate_written(flagged.pdf, "2b").passed
+    assert by_input["no-dpi.png"].flags == {} and by_input["no-dpi.png"].pdf.parent.name == "records"
