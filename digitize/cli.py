@@ -218,6 +218,9 @@ def run_command(
         table.add_row(batch["batch"], str(len(batch["documents"])), str(batch["pages"]),
                       ", ".join(f"{k} {v}" for k, v in batch["flags"].items()) or "-")  # fmt: skip
     console.print(table)
+    for batch in result["processed"]:
+        for reason in batch["rejected"]:
+            errors.print(f"[red]rejected:[/red] {batch['batch']}{reason} (copy and reason under rejected/ in the review area)", highlight=False, soft_wrap=True)
     for prefix in result["waiting"]:
         console.print(f"waiting: {prefix} (not complete yet)")
     for prefix in result["incomplete"]:

@@ -22,6 +22,8 @@ from pipeline.settings import Settings
 REVIEW_ITEM = "_item.json"
 ARCHIVED = "_archived.json"
 ACTIONS = "actions/"
+# Quarantine: copies of inputs that could not be processed, each with its reason.
+REJECTED = "rejected/"
 
 
 class ReviewError(DigitizeError):

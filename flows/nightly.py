@@ -16,11 +16,11 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from digitize.inbox import BATCH_MANIFEST, DONE_MARKER, BatchState, Claim, parse_manifest, scan_inbox
-from digitize.review import REVIEW_ITEM
+from digitize.review import REJECTED, REVIEW_ITEM
 from digitize.storage import Store, open_store
 from pipeline import atomic
 from pipeline.batch import BatchReport, process_inputs
-from pipeline.errors import DigitizeError, InputError
+from pipeline.errors import DigitizeError
 from pipeline.settings import Settings
 from pipeline.split import DossierHint
 
@@ -59,26 +59,44 @@ def _process_claimed(prefix: str, inbox: Store, archive: Store, review: Store, t
     manifest = parse_manifest(inbox.read_bytes(prefix + BATCH_MANIFEST), f"{inbox.url}/{prefix}{BATCH_MANIFEST}")
     scans = tmp / "scans"
     scans.mkdir()
-    inputs = []
+    inputs, mismatched = [], []
     for listed in manifest.files:
         local = scans / listed.name
         inbox.download(prefix + listed.name, local)
         if local.stat().st_size != listed.bytes or atomic.sha256_file(local) != listed.sha256:
-            raise InputError(f"{inbox.url}/{prefix}{listed.name}", "checksum does not match batch.json")
-        inputs.append(local)
+            mismatched.append((local, "checksum does not match batch.json"))
+        else:
+            inputs.append(local)
     hints: dict[str, list[DossierHint]] = {}
     for hint in manifest.dossiers:
         hints.setdefault(hint.file, []).append(DossierHint(hint.code, hint.first_page, hint.last_page))
     out = tmp / "out"
-    report = process_inputs(inputs, out, settings, jobs=jobs, hints=hints)
+    report = process_inputs(inputs, out, settings, jobs=jobs, hints=hints) if inputs else BatchReport()
     archived = _upload(report, prefix, manifest.scanned_at, archive, review)
+    rejected = mismatched + [(r.input, r.reason.removeprefix(f"{r.input}: ")) for r in report.rejected]
+    quarantined = _quarantine(rejected, prefix, review)
     done = {
         "batch": prefix, "station": manifest.station, "finished": datetime.now(timezone.utc).isoformat(),
-        "objects": archived, "rejected": [{"input": r.input.name, "reason": r.reason} for r in report.rejected],
+        "objects": archived, "rejected": quarantined,
     }  # fmt: skip
     # The done marker goes last: it is what makes a rerun skip this batch.
     inbox.put_bytes(prefix + DONE_MARKER, json.dumps(done, indent=2, ensure_ascii=False).encode())
-    return _summary(prefix, report, archived)
+    return _summary(prefix, report, archived, quarantined)
+
+
+def _quarantine(rejected: list[tuple[Path, str]], prefix: str, review: Store) -> list[dict]:
+    """A copy of each rejected input and its reason under rejected/ in the review area.
+
+    The original stays in the inbox untouched; the rest of the batch goes on.
+    """
+    records = []
+    for path, reason in rejected:
+        key = f"{REJECTED}{prefix}{path.name}"
+        review.upload(key, path)
+        record = {"input": path.name, "reason": reason, "copy": key, "sha256": atomic.sha256_file(path)}
+        review.put_bytes(key + ".reason.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
+        records.append(record)
+    return records
 
 
 def _upload(report: BatchReport, prefix: str, scanned_at: datetime, archive: Store, review: Store) -> list[dict]:
@@ -107,7 +125,7 @@ def _upload(report: BatchReport, prefix: str, scanned_at: datetime, archive: Sto
     return uploaded
 
 
-def _summary(prefix: str, report: BatchReport, archived: list[dict]) -> dict:
+def _summary(prefix: str, report: BatchReport, archived: list[dict], quarantined: list[dict]) -> dict:
     rows = []
     for doc in report.documents:
         key = next((a["key"] for a in archived if a["key"].endswith(f"{doc.name}.pdf")), None)
@@ -118,7 +136,7 @@ def _summary(prefix: str, report: BatchReport, archived: list[dict]) -> dict:
     return {
         "batch": prefix, "state": "done", "documents": rows,
         "pages": sum(d.pages + len(d.removed_blank_pages) for d in report.documents),
-        "flags": report.flag_counts(), "rejected": [r.reason for r in report.rejected],
+        "flags": report.flag_counts(), "rejected": [f"{q['input']}: {q['reason']}" for q in quarantined],
     }  # fmt: skip
 
 
@@ -197,6 +215,9 @@ def _night_summary(results: list[dict], failures: list[str], states: list[BatchS
     waiting = [s for s in states if s.state in ("waiting", "incomplete", "invalid")]
     lines += ["", "## Not processed", "", "| batch | state | why |", "|---|---|---|"]
     lines += [f"| {s.prefix} | {s.state} | {s.detail} |" for s in waiting] or ["| - | - | - |"]
+    rejected = [f"{r['batch']}{reason}" for r in done for reason in r["rejected"]]
+    if rejected:
+        lines += ["", "## Rejected inputs (quarantined under rejected/)", ""] + [f"- {r}" for r in rejected]
     if failures:
         lines += ["", "## Failures", ""] + [f"- {f}" for f in failures]
     return "\n".join(lines) + "\n"

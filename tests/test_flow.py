@@ -226,3 +226,35 @@ def test_retention_removes_only_old_originals_and_keeps_the_batch_record(tmp_pat
     assert sorted(o.key for o in inbox.list()) == [
         "st/new/_done.json", "st/new/batch.json", "st/new/scan.tif", "st/old/_done.json", "st/old/batch.json",
     ]
+
+
+def test_bad_files_are_quarantined_and_the_rest_of_the_batch_proceeds(fixture_scans, tmp_path):
+    env = {
+        **os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DIGITIZE_SERVICE_INBOX": str(tmp_path / "inbox"), "DIGITIZE_SERVICE_ARCHIVE": str(tmp_path / "archive"),
+        "DIGITIZE_SERVICE_REVIEW": str(tmp_path / "review"), "DIGITIZE_SERVICE_CLAIM_SETTLE_S": "0", "COLUMNS": "200",
+    }  # fmt: skip
+    batch = _batch(tmp_path / "desk", fixture_scans / "bitonal-g4-400dpi.tif", fixture_scans / "no-dpi.png")
+    (batch / "empty.tif").write_bytes(b"")
+    assert _digitize(env, "drop", batch, "--station", "st").returncode == 0
+    inbox = LocalStore(tmp_path / "inbox")
+    (manifest_key,) = [o.key for o in inbox.list() if o.key.endswith("batch.json")]
+    manifest = json.loads(inbox.read_bytes(manifest_key))
+    for entry in manifest["files"]:
+        if entry["name"] == "no-dpi.png":
+            entry["sha256"] = "0" * 64  # what a station's faulty disk or a tampered file looks like
+    inbox.put_bytes(manifest_key, json.dumps(manifest).encode())
+    originals = {o.key: inbox.read_bytes(o.key) for o in inbox.list()}
+
+    run = _digitize(env, "run", "--jobs", "1")
+    assert run.returncode == 0, run.stderr
+    assert "no-dpi.png: checksum does not match batch.json" in run.stderr
+    assert "empty.tif: file is empty (0 bytes)" in run.stderr
+    archive = LocalStore(tmp_path / "archive")
+    assert [Path(o.key).name for o in archive.list() if o.key.endswith(".pdf")] == ["bitonal-g4-400dpi.pdf"]
+    review = LocalStore(tmp_path / "review")
+    quarantine = sorted(o.key.split("/")[-1] for o in review.list("rejected/"))
+    assert quarantine == ["empty.tif", "empty.tif.reason.json", "no-dpi.png", "no-dpi.png.reason.json"]
+    done = json.loads(inbox.read_bytes(manifest_key.replace("batch.json", DONE_MARKER)))
+    assert sorted(r["input"] for r in done["rejected"]) == ["empty.tif", "no-dpi.png"]
+    assert all(inbox.read_bytes(key) == data for key, data in originals.items()), "inputs must never change"
