@@ -165,3 +165,18 @@ def test_syllable_share_tells_vietnamese_from_gibberish():
     assert garbled < 0.75
     _, english = syllable_share("The committee received the application on Monday")
     assert english == 0.0
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["../etc/passwd", "st/../../x", "/abs/path.tif", "st/b/\x00.tif", "st/b/a\nb.tif", "st//b.tif", "st/b/" + "x" * 1000, "a\\..\\b"],
+)
+def test_unsafe_object_keys_are_refused(key, tmp_path):
+    from digitize.storage import LocalStore, UnsafeKey, check_key
+
+    with pytest.raises(UnsafeKey, match="unsafe object key"):
+        check_key(key)
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(UnsafeKey):
+        store.put_bytes(key, b"x")
+    assert not any((tmp_path).parent.glob("passwd")) and list((tmp_path / "store").rglob("*")) == []
