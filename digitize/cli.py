@@ -1,4 +1,4 @@
-"""The `digitize` command: process scans now, and (later) run, serve, drop and verify."""
+"""The `digitize` command: process, drop, run, serve, review, models."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from rich.table import Table
 from digitize.config import app_settings, parse_value
 from pipeline import models
 from pipeline.batch import BatchReport, process_inputs
-from pipeline.split import DossierHint
 from pipeline.errors import ConfigError, DigitizeError
 from pipeline.settings import Settings
+from pipeline.split import DossierHint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Digitize scanned dossiers into searchable, archival PDF/A records.")
 # Logs and CI are not terminals; 80 columns would fold every dossier code.
@@ -43,8 +43,6 @@ ConfigOption = Annotated[
     list[Path] | None,
     typer.Option("--config", help="Extra TOML settings on top of config/default.toml (repeatable)."),
 ]
-
-
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", metavar="SECTION.KEY=VALUE", help="Override one setting, e.g. triage.thick_record_pages=50 (repeatable)."),
