@@ -312,14 +312,13 @@ def _write_document(
         if flagged:
             shutil.rmtree(target, ignore_errors=True)
         raise
-    confidences = [pages[i].ocr_confidence for i in doc.pages if pages[i].ocr_confidence is not None]
     return DocumentRecord(
         input=job.scan.path, name=name, code=doc.code, source_pages=list(doc.pages),
         removed_blank_pages=list(doc.removed_blank),
         flags={flag: len(items) for flag, items in sorted(doc.flags.items())},
         pdf=final_dir / f"{name}.pdf" if in_pdf else None, manifest=final_dir / f"{name}.json",
         pages=len(doc.pages),
-        mean_confidence=round(sum(confidences) / len(confidences), 2) if confidences else None,
+        mean_confidence=_mean_confidence(doc, pages),
     )  # fmt: skip
 
 
@@ -334,7 +333,6 @@ def _manifest(
         for stage, seconds in pages[index].timings.items():
             timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
     timings["assemble"] = round(assemble_s, 4)
-    confidences = [pages[i].ocr_confidence for i in doc.pages if pages[i].ocr_confidence is not None]
     return {
         "schema": SCHEMA,
         "pipeline_version": __version__,
@@ -364,12 +362,18 @@ def _manifest(
             "engine": f"tesseract {tesseract.info().version}",
             "languages": settings.ocr.languages,
             "models": context.models,
-            "mean_confidence": round(sum(confidences) / len(confidences), 2) if confidences else None,
+            "mean_confidence": _mean_confidence(doc, pages),
         },
         "settings_sha256": context.settings_digest,
         "pages": [_page_record(pages[i], in_pdf=i in doc.pages) for i in sorted(included)],
         "timings_s": timings,
     }
+
+
+def _mean_confidence(doc: Document, pages: list[PageResult]) -> float | None:
+    """Mean of the per-page OCR confidences of the pages in the PDF."""
+    confidences = [pages[i].ocr_confidence for i in doc.pages if pages[i].ocr_confidence is not None]
+    return round(sum(confidences) / len(confidences), 2) if confidences else None
 
 
 def _page_record(page: PageResult, *, in_pdf: bool) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import logging
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -28,7 +28,6 @@ class OcrResult:
     words: int
     confident_words: int  # confidence >= 60: evidence the page really carries text
     failure: str | None = None
-    word_confidences: list[float] = field(default_factory=list, repr=False)
 
     @property
     def characters(self) -> int:
@@ -59,7 +58,6 @@ def read_page(gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeo
         mean_confidence=mean,
         words=len(confidences),
         confident_words=sum(1 for c in confidences if c >= 60),
-        word_confidences=confidences,
     )
 
 
