@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 S3_PORT = 8333
 ACCESS_KEY = "digitize-test"
 SECRET_KEY = "digitize-test-secret-0123456789"
+# weed mini listens on a handful of fixed ports; test sessions on one machine take turns.
+TURN_LOCK = Path("/tmp/digitize-test-weed.lock")
 
 
 def weed_binary() -> Path:
@@ -29,8 +32,12 @@ class WeedMini:
         self.data = data
         self.proc: subprocess.Popen | None = None
         self.log = data / "weed.log"
+        self._turn = None
 
     def start(self, timeout: float = 90) -> None:
+        if self._turn is None:
+            self._turn = open(TURN_LOCK, "a")
+            fcntl.flock(self._turn, fcntl.LOCK_EX)
         if _port_open(S3_PORT):
             raise RuntimeError(f"port {S3_PORT} is taken; another S3 server is running")
         self.data.mkdir(parents=True, exist_ok=True)
@@ -66,6 +73,13 @@ class WeedMini:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
                 self.proc.wait()
+
+    def release(self) -> None:
+        """Let another test session have the ports."""
+        self.stop()
+        if self._turn is not None:
+            self._turn.close()
+            self._turn = None
 
     @property
     def env(self) -> dict[str, str]:

@@ -25,7 +25,7 @@ def s3(tmp_path_factory):
     server = WeedMini(tmp_path_factory.mktemp("weed"))
     server.start()
     yield server
-    server.stop()
+    server.release()
 
 
 def _env(s3, tmp: Path, bucket: str) -> dict[str, str]:
