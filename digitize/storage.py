@@ -169,9 +169,18 @@ class S3Store(Store):
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
         self._client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure)
-        with self._errors("bucket check"):
-            if not self._client.bucket_exists(bucket):
-                self._client.make_bucket(bucket)
+        from minio.error import S3Error
+
+        try:
+            with self._errors("bucket check"):
+                if not self._client.bucket_exists(bucket):
+                    self._client.make_bucket(bucket)
+        except StorageError as exc:
+            # A least-privilege identity (a station may only write under its own prefix, see
+            # deploy/minio-policies/) may not look at the bucket itself; its first object
+            # request then says whether it may go on.
+            if not (isinstance(exc.__cause__, S3Error) and exc.__cause__.code == "AccessDenied"):
+                raise
 
     def _name(self, key: str) -> str:
         check_key(key)
