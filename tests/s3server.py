@@ -28,8 +28,11 @@ def _port_open(port: int) -> bool:
 
 
 class WeedMini:
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, *, s3_config: Path | None = None) -> None:
+        """`s3_config`: an S3 identities file (`-s3.config`) for identities besides the test's admin,
+        which weed mini takes from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY either way."""
         self.data = data
+        self.s3_config = s3_config
         self.proc: subprocess.Popen | None = None
         self.log = data / "weed.log"
         self._turn = None
@@ -42,9 +45,12 @@ class WeedMini:
             raise RuntimeError(f"port {S3_PORT} is taken; another S3 server is running")
         self.data.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}
+        argv = [str(weed_binary()), "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+        if self.s3_config is not None:
+            argv.append(f"-s3.config={self.s3_config}")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(weed_binary()), "mini", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"],
+                argv,
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
