@@ -1,4 +1,4 @@
-"""The `digitize` command: process, drop, run, serve, review, models."""
+"""The `digitize` command: process, drop, run, serve, review, verify, demo-ca, models."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from digitize.config import app_settings, parse_value
+from digitize.keys import load_record_signer
 from pipeline import models
 from pipeline.batch import BatchReport, process_inputs
 from pipeline.errors import ConfigError, DigitizeError
@@ -135,7 +136,8 @@ def _run_with_progress(
             else:
                 progress.update(task, total=(progress.tasks[0].total or 0) + count)
 
-        return process_inputs(inputs, out, settings, jobs=jobs, hints=hints, on_pages=on_pages)
+        signer = load_record_signer(settings, os.environ)
+        return process_inputs(inputs, out, settings, jobs=jobs, hints=hints, on_pages=on_pages, signer=signer)
 
 
 def _print_summary(report: BatchReport, out: Path) -> None:
@@ -360,10 +362,53 @@ def review_replace(
         raise _fail(ConfigError(f"--pages {pages!r}: expected page numbers like 3,4")) from None
     try:
         settings, store = _review_stores(config, review)
-        entry = manual.replace_pages(store, manual.find(store, code), pages=numbers, rescan=rescan, settings=settings, by=by)
+        entry = manual.replace_pages(
+            store, manual.find(store, code), pages=numbers, rescan=rescan, settings=settings, by=by,
+            signer=load_record_signer(settings, os.environ),
+        )  # fmt: skip
     except DigitizeError as exc:
         raise _fail(exc) from None
     console.print(f"{code}: pages {entry['pages_replaced']} replaced by {rescan.name}; new PDF sha256 {entry['pdf_sha256'][:16]}…")
+
+
+@app.command("verify")
+def verify_command(
+    records: Annotated[list[str], typer.Argument(help="Record PDFs (or their .json manifests): local paths, or keys in the archive.")],
+    archive: Annotated[str | None, typer.Option(help="Archive to read keys from (default: service.archive).")] = None,
+    trust: Annotated[list[Path] | None, typer.Option("--trust", help="Trusted root certificate (PEM/DER); replaces signing.trust_roots (repeatable).")] = None,
+    config: ConfigOption = None, set_: SetOption = None,
+) -> None:  # fmt: skip
+    """Check each record's signature, certificate chain, manifest checksums and PDF/A claim; one line each."""
+    from digitize.verify import verify_records
+
+    # pyHanko logs every failed chain with a traceback; the verdict line already says it.
+    logging.getLogger("pyhanko").setLevel(logging.CRITICAL)
+    try:
+        settings = _settings(config, set_, {})
+        verdicts = verify_records(
+            records, archive=archive or settings.service.archive, env=os.environ,
+            trust_roots=[str(t) for t in trust] if trust else settings.signing.trust_roots,
+        )  # fmt: skip
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    for verdict in verdicts:
+        console.print(verdict.line(), style=None if verdict.ok else "red", highlight=False, soft_wrap=True)
+    failed = sum(not v.ok for v in verdicts)
+    console.print(f"{len(verdicts) - failed} of {len(verdicts)} records verified.")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("demo-ca")
+def demo_ca_command(
+    folder: Annotated[Path, typer.Argument(help="Where to write root.pem and agency.p12.")],
+    agency: Annotated[str, typer.Option(help="Name on the agency certificate.")] = "Trung tâm Phục vụ hành chính công (demo)",
+) -> None:
+    """Make a throwaway root and agency certificate for trying signing out. Never for real records."""
+    from digitize.keys import make_demo_ca
+
+    demo = make_demo_ca(folder, agency=agency)
+    console.print(f"root certificate: {demo.root}\nagency key and certificate: {demo.agency_pkcs12} (passphrase {demo.passphrase!r})")
 
 
 @app.command("models")

@@ -14,10 +14,11 @@ import pikepdf
 
 from digitize.storage import Store
 from pipeline import atomic
-from pipeline.assemble import RecordMetadata, assemble_pdfa
+from pipeline.assemble import RecordMetadata, write_record
 from pipeline.batch import process_inputs
 from pipeline.errors import DigitizeError, InputError
 from pipeline.settings import Settings
+from pipeline.signing import RecordSigner
 
 REVIEW_ITEM = "_item.json"
 ARCHIVED = "_archived.json"
@@ -105,7 +106,8 @@ def approve(review: Store, archive: Store, item: ReviewItem, *, by: str | None) 
 
 
 def replace_pages(
-    review: Store, item: ReviewItem, *, pages: list[int], rescan: Path, settings: Settings, by: str | None
+    review: Store, item: ReviewItem, *, pages: list[int], rescan: Path, settings: Settings, by: str | None,
+    signer: RecordSigner | None,
 ) -> dict:
     """Swap dossier pages `pages` (1-based, as in the PDF) for a re-scan, and re-assemble the PDF/A.
 
@@ -122,7 +124,7 @@ def replace_pages(
         count = len(old.pages)
         if not pages or any(p < 1 or p > count for p in pages):
             raise ReviewError(f"{item.name}: pages {pages} are not all within 1..{count}")
-        report = process_inputs([rescan], work / "rescan", settings, jobs=1)
+        report = process_inputs([rescan], work / "rescan", settings, jobs=1, signer=None)
         if report.rejected:
             raise InputError(rescan, report.rejected[0].reason.split(": ", 1)[-1])
         scans = [stack.enter_context(pikepdf.open(d.pdf)) for d in report.documents if d.pdf]
@@ -143,10 +145,10 @@ def replace_pages(
                 ordered.append(_single(old, index, parts / f"old-{index:04d}.pdf"))
                 texts.append(old_texts[index] if index < len(old_texts) else "")
         result, result_txt = work / f"{item.name}.pdf", work / f"{item.name}.txt"
-        assemble_pdfa(ordered, result, flavour=manifest["output"]["pdfa"], metadata=RecordMetadata(
+        written = write_record(ordered, result, flavour=manifest["output"]["pdfa"], metadata=RecordMetadata(
             title=item.name, created=datetime.now(timezone.utc).replace(microsecond=0),
-            source_sha256=manifest["source"]["sha256"], dossier_code=item.code,
-        ))  # fmt: skip
+            agency=settings.output.agency, source_sha256=manifest["source"]["sha256"], dossier_code=item.code,
+        ), signer=signer, work=parts)  # fmt: skip
         atomic.write_text(result_txt, "\f".join(texts) + "\n")
         details = {
             "pages_replaced": sorted(pages), "rescan": rescan.name, "rescan_sha256": atomic.sha256_file(rescan),
@@ -162,6 +164,7 @@ def replace_pages(
         manifest["output"].update(
             pdf_sha256=details["pdf_sha256"], pdf_bytes=result.stat().st_size, text_sha256=atomic.sha256_file(result_txt)
         )
+        manifest["signature"] = written.signature
         review.put_bytes(f"{item.prefix}{item.name}.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode())
         return entry
 
@@ -170,5 +173,8 @@ def _single(pdf: pikepdf.Pdf, index: int, out: Path) -> Path:
     """One page as its own file: the assembler takes page files, as the pipeline writes them."""
     page = pikepdf.new()
     page.pages.append(pdf.pages[index])
+    # The old record's signature widget belongs to the old signature, not to the new record.
+    if "/Annots" in page.pages[0]:
+        del page.pages[0].obj["/Annots"]
     page.save(out)
     return out

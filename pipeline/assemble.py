@@ -1,8 +1,9 @@
-"""Assemble page PDFs into one PDF/A record with its XMP metadata, validated as written."""
+"""Assemble page PDFs into one PDF/A record with its XMP metadata, validated as written, and sign it."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import pikepdf
 import pikepdf.pdfa
 
-from pipeline import __version__
+from pipeline import __version__, atomic
 from pipeline.errors import OutputError
+from pipeline.signing import RecordSigner, sign_record
 
 PRODUCER = f"digitize {__version__}"
 TEXT_LAYER_FONT = "/GlyphLessFont"
@@ -25,6 +27,33 @@ class RecordMetadata:
     language: str = "vi"
     source_sha256: str = ""
     dossier_code: str | None = None
+
+
+@dataclass(frozen=True)
+class WrittenRecord:
+    pdf: Path
+    timings: dict[str, float]
+    signature: dict | None  # with the unsigned revision's checksum: the fixity chain's middle link
+
+
+def write_record(
+    page_pdfs: list[Path], out: Path, *, flavour: str, metadata: RecordMetadata, signer: RecordSigner | None, work: Path
+) -> WrittenRecord:
+    """The record's PDF/A at `out`, signed when there is a signer; the unsigned copy stays in `work`."""
+    started = time.perf_counter()
+    unsigned = work / f"{out.stem}.unsigned.pdf" if signer else out
+    assemble_pdfa(page_pdfs, unsigned, flavour=flavour, metadata=metadata)
+    timings = {"assemble": time.perf_counter() - started}
+    if signer is None:
+        return WrittenRecord(out, timings, None)
+    started = time.perf_counter()
+    signature = {
+        "unsigned_sha256": atomic.sha256_file(unsigned),
+        "unsigned_bytes": unsigned.stat().st_size,
+        **sign_record(unsigned, out, signer=signer, code=metadata.dossier_code or metadata.title),
+    }
+    timings["sign"] = time.perf_counter() - started
+    return WrittenRecord(out, timings, signature)
 
 
 def assemble_pdfa(page_pdfs: list[Path], out: Path, *, flavour: str, metadata: RecordMetadata) -> None:

@@ -20,16 +20,17 @@ from pathlib import Path
 
 from pipeline import __version__, atomic, models
 from pipeline._exec import tesseract
-from pipeline.assemble import RecordMetadata, assemble_pdfa
+from pipeline.assemble import RecordMetadata, WrittenRecord, write_record
 from pipeline.errors import CorruptInput, DigitizeError, InputError, OutputError
 from pipeline.page import PageResult, process_page
 from pipeline.settings import Settings
+from pipeline.signing import RecordSigner
 from pipeline.sources import PageRef, ScanInput, open_input
 from pipeline.split import Document, DossierHint, split
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "digitize.record/2"
+SCHEMA = "digitize.record/3"
 REPORT_SCHEMA = "digitize.report/1"
 RECORDS = "records"
 MANUAL = "manual"
@@ -99,6 +100,7 @@ class _Context:
     settings: Settings
     models: list[dict]
     settings_digest: str
+    signer: RecordSigner | None
 
 
 def process_inputs(
@@ -109,17 +111,21 @@ def process_inputs(
     jobs: int,
     hints: Mapping[str, Sequence[DossierHint]] | None = None,
     on_pages: Callable[[int], None] | None = None,
+    signer: RecordSigner | None = None,
 ) -> BatchReport:
     """Split each input into dossiers under `out_dir`, and describe the batch in report.json.
 
     One bad input never stops the others. `hints` maps an input's file name to the
     station's dossier page ranges. `on_pages(n)` reports pages as they are known
     (negative n: pages that will not be done after all), and 0 for each page done.
+    With a `signer`, every PDF is signed; the manifest records it with and without the signature.
     """
     tesseract.require_languages(settings.ocr.languages)
+    # A different signing key makes different records; where verify looks for trust does not.
+    identity = settings.model_dump_json(exclude={"service", "signing"}) + (signer.certificate_sha256 if signer else "")
     context = _Context(
         out_dir, settings, models.as_records(models.current_models(settings.ocr.languages)),
-        hashlib.sha256(settings.model_dump_json(exclude={"service"}).encode()).hexdigest(),
+        hashlib.sha256(identity.encode()).hexdigest(), signer,
     )  # fmt: skip
     try:
         for folder in (out_dir / RECORDS, out_dir / MANUAL, out_dir / STATE):
@@ -291,17 +297,15 @@ def _write_document(
         text = "\f".join(page.text for page in in_pdf)
         txt_path, pdf_path, json_path = (target / f"{name}{ext}" for ext in (".txt", ".pdf", ".json"))
         atomic.write_text(txt_path, text + "\n")
-        started = datetime.now(timezone.utc)
-        if in_pdf:
-            assemble_pdfa(
-                [Path(page.page_pdf) for page in in_pdf], pdf_path, flavour=settings.output.pdfa,
-                metadata=RecordMetadata(
-                    title=name, created=created, agency=settings.output.agency,
-                    source_sha256=job.source["sha256"], dossier_code=doc.code,
-                ),
-            )  # fmt: skip
-        assemble_s = (datetime.now(timezone.utc) - started).total_seconds()
-        manifest = _manifest(job, doc, name, pages, created, assemble_s, pdf_path if in_pdf else None, txt_path, context)
+        written = write_record(
+            [Path(page.page_pdf) for page in in_pdf], pdf_path, flavour=settings.output.pdfa,
+            metadata=RecordMetadata(
+                title=name, created=created, agency=settings.output.agency,
+                source_sha256=job.source["sha256"], dossier_code=doc.code,
+            ),
+            signer=context.signer, work=job.work,
+        ) if in_pdf else None  # fmt: skip
+        manifest = _manifest(job, doc, name, pages, created, written, txt_path, context)
         if flagged:
             _write_review_material(target, doc, pages)
         # The manifest goes last: its presence says the record is complete.
@@ -324,7 +328,7 @@ def _write_document(
 
 def _manifest(
     job: _Job, doc: Document, name: str, pages: list[PageResult], created: datetime,
-    assemble_s: float, pdf_path: Path | None, txt_path: Path, context: _Context,
+    written: WrittenRecord | None, txt_path: Path, context: _Context,
 ) -> dict:  # fmt: skip
     settings = context.settings
     included = doc.pages + doc.removed_blank + doc.separator_sheets + doc.unreadable
@@ -332,7 +336,8 @@ def _manifest(
     for index in included:
         for stage, seconds in pages[index].timings.items():
             timings[stage] = round(timings.get(stage, 0.0) + seconds, 4)
-    timings["assemble"] = round(assemble_s, 4)
+    timings.update({stage: round(seconds, 4) for stage, seconds in (written.timings if written else {}).items()})
+    pdf_path = written.pdf if written else None
     return {
         "schema": SCHEMA,
         "pipeline_version": __version__,
@@ -358,6 +363,8 @@ def _manifest(
             "text": txt_path.name,
             "text_sha256": atomic.sha256_file(txt_path),
         },
+        # The fixity chain: source scans (above) -> unsigned PDF -> signed PDF (output.pdf_sha256).
+        "signature": written.signature if written else None,
         "ocr": {
             "engine": f"tesseract {tesseract.info().version}",
             "languages": settings.ocr.languages,

@@ -75,6 +75,24 @@ class TriageSettings(_Section):
     drawing_max_mark_density: float = Field(ge=0)
 
 
+class SigningSettings(_Section):
+    """The agency's signing key and what `digitize verify` trusts. The PIN or passphrase is never a setting."""
+
+    enabled: bool
+    pkcs12: str
+    pkcs11_module: str
+    pkcs11_token: str
+    pkcs11_key: str
+    timestamp_url: str
+    reason: str
+    location: str
+    trust_roots: list[str]
+
+    @property
+    def configured(self) -> bool:
+        return self.enabled and bool(self.pkcs12 or self.pkcs11_module)
+
+
 class ServiceSettings(_Section):
     """Where the nightly service reads and writes; the pipeline itself never looks here."""
 
@@ -99,6 +117,7 @@ class Settings(_Section):
     limits: LimitSettings
     split: SplitSettings
     triage: TriageSettings
+    signing: SigningSettings
     service: ServiceSettings
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:

@@ -1,0 +1,134 @@
+"""Sign records with the agency's certificate: a PAdES signature added as an incremental update that keeps PDF/A."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.generic import pdf_name
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.metadata.model import VENDOR
+from pyhanko.sign import fields, signers
+from pyhanko.sign.timestamps import TimeStamper
+
+from pipeline import atomic
+from pipeline.errors import DigitizeError, OutputError
+
+FIELD_NAME = "AgencySignature"
+# Failures of our own disk while writing the signed copy, as opposed to the token's or the network's.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO}
+
+
+class SigningError(DigitizeError):
+    """The record could not be signed: token or timestamp server unavailable. A later run may succeed."""
+
+    permanent = False
+    exit_code = 75
+
+
+@dataclass(frozen=True)
+class RecordSigner:
+    """The agency's key with what each signature says about it. Built by the application from config."""
+
+    signer: signers.Signer
+    agency: str
+    reason: str  # templates: {agency} and {code} are filled in per record
+    location: str
+    timestamper: TimeStamper | None = None
+
+    @property
+    def level(self) -> str:
+        return "PAdES-B-T" if self.timestamper else "PAdES-B-B"
+
+    @property
+    def certificate_sha256(self) -> str:
+        return hashlib.sha256(self.signer.signing_cert.dump()).hexdigest()
+
+    def describe(self) -> dict:
+        cert = self.signer.signing_cert
+        return {
+            "subject": cert.subject.human_friendly,
+            "issuer": cert.issuer.human_friendly,
+            "serial": format(cert.serial_number, "x"),
+            "certificate_sha256": self.certificate_sha256,
+            "not_after": cert["tbs_certificate"]["validity"]["not_after"].native.isoformat(),
+        }
+
+
+class _PdfaIncrementalWriter(IncrementalPdfFileWriter):
+    """pyHanko's writer, made to keep the Info dictionary in step with the XMP it rewrites.
+
+    PDF/A requires the two to agree. pyHanko 0.38 appends itself to Info /Producer but sets
+    XMP pdf:Producer to itself alone, so both are set to the same value here.
+    """
+
+    def _update_meta(self) -> None:
+        super()._update_meta()
+        if self._info is not None:
+            self._info.get_object()["/Producer"] = generic.TextStringObject(VENDOR)
+
+
+def sign_record(unsigned: Path, out: Path, *, signer: RecordSigner, code: str) -> dict:
+    """Write `out`: `unsigned` plus one signature revision. Returns what the manifest records of it."""
+    reason = signer.reason.format(agency=signer.agency, code=code)
+    location = signer.location.format(agency=signer.agency, code=code)
+    meta = signers.PdfSignatureMetadata(
+        field_name=FIELD_NAME, reason=reason, location=location, name=signer.agency or None,
+        subfilter=fields.SigSeedSubFilter.PADES, md_algorithm="sha256",
+    )  # fmt: skip
+    signed_at = datetime.now(timezone.utc).replace(microsecond=0)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    try:
+        with open(unsigned, "rb") as src, os.fdopen(fd, "wb") as dst:
+            writer = _PdfaIncrementalWriter(src)
+            _add_invisible_field(writer)
+            try:
+                signers.PdfSigner(meta, signer.signer, timestamper=signer.timestamper).sign_pdf(writer, output=dst)
+            except OSError as exc:
+                if exc.errno in _DISK_ERRORS:
+                    raise
+                raise SigningError(f"{out.name}: cannot sign: {exc}") from None
+            except Exception as exc:  # pyHanko raises many types: token, TSA and CMS errors alike
+                raise SigningError(f"{out.name}: cannot sign: {exc}") from None
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.chmod(tmp, 0o666 & ~atomic.UMASK)
+        os.replace(tmp, out)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {
+        "level": signer.level, "signed_at": signed_at.isoformat(), "reason": reason, "location": location,
+        "field": FIELD_NAME, **signer.describe(),
+    }  # fmt: skip
+
+
+def _add_invisible_field(writer: IncrementalPdfFileWriter) -> None:
+    """An invisible signature field whose widget has an (empty) appearance, as PDF/A requires.
+
+    pyHanko leaves the appearance out when the widget has no area, which PDF/A validators reject.
+    """
+    fields.append_signature_field(writer, fields.SigFieldSpec(FIELD_NAME, box=(0, 0, 0, 0)))
+    for ref in writer.root["/AcroForm"]["/Fields"]:
+        widget = ref.get_object()
+        if widget.get("/T") != FIELD_NAME:
+            continue
+        appearance = generic.StreamObject(
+            {
+                pdf_name("/Type"): pdf_name("/XObject"),
+                pdf_name("/Subtype"): pdf_name("/Form"),
+                pdf_name("/BBox"): generic.ArrayObject([generic.NumberObject(0)] * 4),
+            },
+            stream_data=b"",
+        )
+        widget[pdf_name("/AP")] = generic.DictionaryObject({pdf_name("/N"): writer.add_object(appearance)})
+        writer.update_container(widget)
