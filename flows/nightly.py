@@ -6,6 +6,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -13,9 +14,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from digitize.audit import AuditLog
 from digitize.inbox import BATCH_MANIFEST, DONE_MARKER, BatchState, Claim, parse_manifest, scan_inbox
+from digitize.keys import load_record_signer
 from digitize.review import REJECTED, REVIEW_ITEM
 from digitize.storage import Store, open_store
 from pipeline import atomic
@@ -41,7 +45,7 @@ def _transient(task, task_run, state) -> bool:
     retries=3, retry_delay_seconds=[10, 30, 90], retry_condition_fn=_transient,
     task_run_name="batch {prefix}", cache_policy=NO_CACHE,
 )  # fmt: skip
-def process_batch(prefix: str, settings: Settings, jobs: int) -> dict:
+def process_batch(prefix: str, settings: Settings, jobs: int, audit: AuditLog) -> dict:
     """Claim, download, process, upload and verify, then mark the batch done. Returns its summary."""
     env = os.environ
     inbox, archive, review = (open_store(url, env) for url in (settings.service.inbox, settings.service.archive, settings.service.review))
@@ -50,13 +54,21 @@ def process_batch(prefix: str, settings: Settings, jobs: int) -> dict:
         return {"batch": prefix, "state": "claimed elsewhere or done", "documents": [], "pages": 0}
     try:
         with tempfile.TemporaryDirectory(prefix="digitize-batch-") as tmp:
-            return _process_claimed(prefix, inbox, archive, review, Path(tmp), settings, jobs)
+            return _process_claimed(prefix, inbox, archive, review, Path(tmp), settings, jobs, audit)
+    except Exception as exc:
+        audit.record("batch_failed", batch=prefix, error=str(exc))
+        raise
     finally:
         claim.release()
+        audit.flush()
 
 
-def _process_claimed(prefix: str, inbox: Store, archive: Store, review: Store, tmp: Path, settings: Settings, jobs: int) -> dict:
+def _process_claimed(
+    prefix: str, inbox: Store, archive: Store, review: Store, tmp: Path, settings: Settings, jobs: int, audit: AuditLog
+) -> dict:
     manifest = parse_manifest(inbox.read_bytes(prefix + BATCH_MANIFEST), f"{inbox.url}/{prefix}{BATCH_MANIFEST}")
+    audit.record("batch_claimed", batch=prefix, station=manifest.station, files=[f.name for f in manifest.files])
+    audit.flush()
     scans = tmp / "scans"
     scans.mkdir()
     inputs, mismatched = [], []
@@ -71,16 +83,20 @@ def _process_claimed(prefix: str, inbox: Store, archive: Store, review: Store, t
     for hint in manifest.dossiers:
         hints.setdefault(hint.file, []).append(DossierHint(hint.code, hint.first_page, hint.last_page))
     out = tmp / "out"
-    report = process_inputs(inputs, out, settings, jobs=jobs, hints=hints) if inputs else BatchReport()
-    archived = _upload(report, prefix, manifest.scanned_at, archive, review)
+    signer = load_record_signer(settings, os.environ)
+    report = process_inputs(inputs, out, settings, jobs=jobs, hints=hints, signer=signer) if inputs else BatchReport()
+    archived = _upload(report, prefix, manifest.scanned_at, archive, review, audit)
     rejected = mismatched + [(r.input, r.reason.removeprefix(f"{r.input}: ")) for r in report.rejected]
     quarantined = _quarantine(rejected, prefix, review)
+    for record in quarantined:
+        audit.record("input_rejected", batch=prefix, **record)
     done = {
         "batch": prefix, "station": manifest.station, "finished": datetime.now(timezone.utc).isoformat(),
         "objects": archived, "rejected": quarantined,
     }  # fmt: skip
     # The done marker goes last: it is what makes a rerun skip this batch.
     inbox.put_bytes(prefix + DONE_MARKER, json.dumps(done, indent=2, ensure_ascii=False).encode())
+    audit.record("batch_done", batch=prefix, dossiers=len(report.documents), rejected=len(quarantined))
     return _summary(prefix, report, archived, quarantined)
 
 
@@ -99,7 +115,9 @@ def _quarantine(rejected: list[tuple[Path, str]], prefix: str, review: Store) ->
     return records
 
 
-def _upload(report: BatchReport, prefix: str, scanned_at: datetime, archive: Store, review: Store) -> list[dict]:
+def _upload(
+    report: BatchReport, prefix: str, scanned_at: datetime, archive: Store, review: Store, audit: AuditLog
+) -> list[dict]:
     """Clean dossiers to <yyyy>/<mm>/<code>.*, flagged ones to the review area; manifests last,
     and for a review item its _item.json after that, since listing keys on it."""
     uploaded = []
@@ -122,6 +140,12 @@ def _upload(report: BatchReport, prefix: str, scanned_at: datetime, archive: Sto
         for path, key in zip(files, keys, strict=True):
             store.upload(key, path)
             uploaded.append({"store": "review" if doc.flags else "archive", "key": key, "sha256": atomic.sha256_file(path)})
+        pdf = next((u for u in uploaded[-len(files):] if u["key"].endswith(".pdf")), None)
+        details = {"batch": prefix, "dossier": doc.code or doc.name, "pdf": pdf and pdf["key"], "pdf_sha256": pdf and pdf["sha256"]}
+        if doc.flags:
+            audit.record("dossier_flagged", **details, flags=sorted(doc.flags), review_folder=f"{prefix}{doc.name}/")
+        else:
+            audit.record("dossier_archived", **details)
     return uploaded
 
 
@@ -154,9 +178,12 @@ def nightly(settings: Settings, jobs: int = 2) -> dict:
     states = scan_inbox(inbox, incomplete_after=timedelta(hours=settings.service.incomplete_after_h))
     ready = [s for s in states if s.state == "ready"]
     logger.info("%d batches ready, %d waiting, %d incomplete", len(ready), *(sum(s.state == k for s in states) for k in ("waiting", "incomplete")))
+    # A key that is configured but will not open stops the night here, before any batch is claimed.
+    load_record_signer(settings, os.environ)
+    audit = AuditLog(open_store(settings.service.archive, os.environ), run=str(flow_run.get_id() or uuid.uuid4()))
     progress = create_progress_artifact(0.0, key="nightly-progress", description="Batches processed tonight")
     results, failures = [], []
-    futures = {process_batch.submit(state.prefix, settings, jobs): state for state in ready}
+    futures = {process_batch.submit(state.prefix, settings, jobs, audit): state for state in ready}
     for number, future in enumerate(as_completed(list(futures)), start=1):
         state = futures[future]
         try:
