@@ -49,6 +49,10 @@ class EncryptedInput(InputError):
     """A password-protected PDF: we cannot archive what we cannot read."""
 
 
+class ActiveContent(InputError):
+    """A PDF with JavaScript, a launch action or embedded files: an archive copy must not act or hide files."""
+
+
 class InputTooLarge(InputError):
     """Over a configured limit: pixels (decompression bomb), pages or bytes."""
 

@@ -15,6 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from pipeline import paper
 from pipeline._exec import pdftoppm
 from pipeline.errors import (
+    ActiveContent,
     CorruptInput,
     EmptyInput,
     EncryptedInput,
@@ -139,21 +140,32 @@ def open_input(path: Path, limits: LimitSettings) -> ScanInput:
 def _check_file(path: Path, limits: LimitSettings) -> FileKind:
     size = path.stat().st_size
     if size > limits.max_input_bytes:
-        raise InputTooLarge(path, f"{size} bytes is over the limit of {limits.max_input_bytes}")
+        raise InputTooLarge(
+            path, f"{size} bytes is over the limit of {limits.max_input_bytes} bytes (limits.max_input_bytes)"
+        )
     return sniff(path)
 
 
 def _check_page_count(path: Path, count: int, limits: LimitSettings) -> None:
     if count > limits.max_pages:
-        raise InputTooLarge(path, f"more than {limits.max_pages} pages")
+        raise _too_many_pages(path, count, limits)
     if count == 0:
         raise EmptyInput(path, "no pages")
+
+
+def _too_many_pages(path: Path, count: int | None, limits: LimitSettings) -> InputTooLarge:
+    """`count` None: counting stopped at the limit."""
+    over = f"{count} pages is over" if count is not None else "over"
+    return InputTooLarge(path, f"{over} the limit of {limits.max_pages} pages (limits.max_pages)")
 
 
 def _list_pages(path: Path, kind: FileKind, *, first_index: int, limits: LimitSettings) -> list[PageRef]:
     if kind is FileKind.PDF:
         with _open_pdf(path) as pdf:
             count = len(pdf.pages)
+            # Counted first: a PDF over the page limit is refused before anything in it is read.
+            _check_page_count(path, count, limits)
+            _refuse_active_content(path, pdf)
     elif kind is FileKind.TIFF:
         with _open_image(path, limits) as img:
             count = _frame_count(path, img, limits)
@@ -170,7 +182,7 @@ def _frame_count(path: Path, img: Image.Image, limits: LimitSettings) -> int:
         while True:
             count += 1
             if count > limits.max_pages:
-                raise InputTooLarge(path, f"more than {limits.max_pages} pages")
+                raise _too_many_pages(path, None, limits)
             img.seek(count)
     except EOFError:
         return count
@@ -191,15 +203,64 @@ def _open_pdf(path: Path) -> pikepdf.Pdf:
     return pdf
 
 
+# What a PDF can carry besides pages, found by the keys that name it, and how staff are told.
+_SCRIPTS = "contains JavaScript"
+_ATTACHMENTS = "contains embedded files"
+_LAUNCH = "contains a Launch action (starts a program)"
+
+
+def _refuse_active_content(path: Path, pdf: pikepdf.Pdf) -> None:
+    """Refuse a PDF that could act when opened or that carries other files.
+
+    A scanner's PDF has neither, and an archive copy must not: scripts and launch actions
+    run in the reader of whoever opens the record in fifty years, and an embedded file is
+    content nobody OCRed or reviewed. Every object is looked at, referenced or not, so
+    nothing hides in the document's open action, its name trees, an annotation or a form field.
+    """
+    for obj in pdf.objects:
+        found = _active(obj)
+        if found:
+            raise ActiveContent(path, f"PDF {found}; a scan must not carry active content or attachments")
+
+
+def _active(obj: pikepdf.Object) -> str | None:
+    if isinstance(obj, pikepdf.Array):
+        children = list(obj)
+    elif isinstance(obj, pikepdf.Dictionary | pikepdf.Stream):
+        keys = set(obj.keys())
+        action = obj.get("/S")
+        if action == pikepdf.Name.JavaScript or keys & {"/JS", "/JavaScript"}:
+            return _SCRIPTS
+        if (
+            keys & {"/EF", "/EmbeddedFiles"}
+            or obj.get("/Type") == pikepdf.Name.EmbeddedFile
+            or obj.get("/Subtype") == pikepdf.Name.FileAttachment
+        ):
+            return _ATTACHMENTS
+        if action == pikepdf.Name.Launch:
+            return _LAUNCH
+        children = list(obj.values())
+    else:
+        return None
+    # Indirect objects are visited on their own by the caller; only direct ones nest here.
+    for child in children:
+        if isinstance(child, pikepdf.Dictionary | pikepdf.Array) and not child.is_indirect:
+            found = _active(child)
+            if found:
+                return found
+    return None
+
+
 def _open_image(path: Path, limits: LimitSettings) -> Image.Image:
-    # Pillow's own bomb guard is a process-wide setting; keep it in step with ours.
-    Image.MAX_IMAGE_PIXELS = limits.max_page_pixels
+    _follow_pixel_limit(limits)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputTooLarge(path, f"image has more than {limits.max_page_pixels} pixels (decompression bomb guard)") from None
+        raise InputTooLarge(
+            path, f"image has more than {limits.max_page_pixels} pixels (limits.max_page_pixels, decompression bomb guard)"
+        ) from None
     except UnidentifiedImageError:
         raise CorruptInput(path, "damaged or truncated image file: its pixels cannot be read") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -208,13 +269,19 @@ def _open_image(path: Path, limits: LimitSettings) -> Image.Image:
     return img
 
 
+def _follow_pixel_limit(limits: LimitSettings) -> None:
+    """Pillow's own bomb guard is process-wide, and pdf2image decodes pdftoppm's output through
+    it: in a worker that has only rasterized PDF pages it would still hold Pillow's default."""
+    Image.MAX_IMAGE_PIXELS = limits.max_page_pixels
+
+
 def _check_pixels(path: Path, size: tuple[int, int], limits: LimitSettings) -> None:
     width, height = size
     if width * height > limits.max_page_pixels:
         raise InputTooLarge(
             path,
             f"page of {width}x{height} pixels is over the limit of {limits.max_page_pixels} "
-            "(decompression bomb guard)",
+            "(limits.max_page_pixels, decompression bomb guard)",
         )
     if width < 16 or height < 16:
         raise UnsupportedInput(path, f"page of {width}x{height} pixels is too small to be a scan")
@@ -270,6 +337,7 @@ def _load_pdf_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
             widths = [pikepdf.PdfImage(im).width for im in images]
             dpi = min(600, max(150, round(max(widths) / width_in)))
     _check_pixels(ref.path, (round(width_in * dpi), round(height_in * dpi)), limits)
+    _follow_pixel_limit(limits)
     img = pdftoppm.rasterize(ref.path, page=ref.frame, dpi=dpi, timeout=limits.rasterize_timeout_s)
     return _finish(ref, img, (dpi, dpi), None)
 
