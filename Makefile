@@ -16,12 +16,19 @@ DEMO_OUT := demo-out
 
 # The nightly flow on the embedded folder store: sample_scans/ is dropped as a station's
 # batch, then processed into the archive and the manual-review area.
+# Records are signed with a demo agency certificate from a throwaway CA made on first use,
+# and then checked with `digitize verify` against that CA's root.
+DEMO_CA := $(DEMO_OUT)/demo-ca
 DEMO_ENV := DIGITIZE_SERVICE_INBOX=$(DEMO_OUT)/inbox DIGITIZE_SERVICE_ARCHIVE=$(DEMO_OUT)/archive \
-	DIGITIZE_SERVICE_REVIEW=$(DEMO_OUT)/review PREFECT_SERVER_ANALYTICS_ENABLED=false
+	DIGITIZE_SERVICE_REVIEW=$(DEMO_OUT)/review PREFECT_SERVER_ANALYTICS_ENABLED=false \
+	DIGITIZE_SIGNING_PKCS12=$(DEMO_CA)/agency.p12 DIGITIZE_SIGNING_PASSPHRASE=demo \
+	DIGITIZE_SIGNING_TRUST_ROOTS='["$(DEMO_CA)/root.pem"]' DIGITIZE_OUTPUT_AGENCY='UBND tỉnh Nghệ An (demo)'
 
 demo: setup
+	@[ -f $(DEMO_CA)/agency.p12 ] || $(BIN)/digitize demo-ca $(DEMO_CA)
 	$(DEMO_ENV) $(BIN)/digitize drop sample_scans --station demo-station --operator demo
 	$(DEMO_ENV) $(BIN)/digitize run
+	$(DEMO_ENV) $(BIN)/digitize verify $$(find $(DEMO_OUT)/archive $(DEMO_OUT)/review -name '*.pdf' -not -path '*/previous/*' | sort)
 
 test: setup
 	$(BIN)/python -m pytest
