@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,9 @@ def _open_pkcs12(path: Path, passphrase: bytes | None):
         raise ConfigError(f"signing.pkcs12: {path}: cannot open: wrong passphrase or not a PKCS#12 file{hint}") from None
 
 
+@functools.lru_cache(maxsize=4)
 def _open_pkcs11(module: str, token: str, key: str, pin: bytes | None):
+    """One logged-in session per token for the life of the process, shared by every batch."""
     try:
         from pyhanko.config.pkcs11 import TokenCriteria
         from pyhanko.sign.pkcs11 import PKCS11Signer, open_pkcs11_session

@@ -238,3 +238,65 @@ def test_nightly_signs_writes_the_audit_log_and_verify_reads_archive_keys(test_c
     first = archive.read_bytes(log_key)
     assert digitize_cli(env, "run", "--jobs", "1").returncode == 0
     assert archive.read_bytes(log_key) == first
+
+
+SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
+
+
+def _softhsm_token(folder: Path, ca, *, label: str, pin: str) -> dict[str, str]:
+    """A SoftHSM token holding the agency's key and certificate, as a USB token would; returns its environment."""
+    import subprocess
+
+    import pkcs11
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from pkcs11 import Attribute, CertificateType, KeyType, ObjectClass
+
+    (folder / "tokens").mkdir(parents=True)
+    conf = folder / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {folder / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", "87654321"],
+                   check=True, capture_output=True, env=env, timeout=60)  # fmt: skip
+    key, cert, _ = pkcs12.load_key_and_certificates(ca.agency_pkcs12.read_bytes(), ca.passphrase.encode())
+    numbers = key.private_numbers()
+
+    def raw(value: int) -> bytes:
+        return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+    os.environ["SOFTHSM2_CONF"] = str(conf)  # python-pkcs11 reads it from this process's environment
+    try:
+        token = pkcs11.lib(str(SOFTHSM_MODULE)).get_token(token_label=label)
+        with token.open(rw=True, user_pin=pin) as session:
+            common = {Attribute.TOKEN: True, Attribute.LABEL: "agency", Attribute.ID: b"\x01"}
+            session.create_object({
+                **common, Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.KEY_TYPE: KeyType.RSA,
+                Attribute.SIGN: True, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+                Attribute.MODULUS: raw(numbers.public_numbers.n), Attribute.PUBLIC_EXPONENT: raw(numbers.public_numbers.e),
+                Attribute.PRIVATE_EXPONENT: raw(numbers.d), Attribute.PRIME_1: raw(numbers.p), Attribute.PRIME_2: raw(numbers.q),
+                Attribute.EXPONENT_1: raw(numbers.dmp1), Attribute.EXPONENT_2: raw(numbers.dmq1),
+                Attribute.COEFFICIENT: raw(numbers.iqmp),
+            })  # fmt: skip
+            session.create_object({
+                **common, Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.CERTIFICATE_TYPE: CertificateType.X_509,
+                Attribute.SUBJECT: cert.subject.public_bytes(), Attribute.VALUE: cert.public_bytes(serialization.Encoding.DER),
+            })  # fmt: skip
+    finally:
+        del os.environ["SOFTHSM2_CONF"]
+    return env
+
+
+def test_signing_with_a_pkcs11_token(test_ca, fixture_scans, tmp_path):
+    if not SOFTHSM_MODULE.exists() or not __import__("shutil").which("softhsm2-util"):
+        pytest.skip("SoftHSM (Debian softhsm2) is not installed; `make test` installs it")
+    env = {**_softhsm_token(tmp_path / "hsm", test_ca, label="agency-token", pin="246810"), "DIGITIZE_SIGNING_PASSPHRASE": "246810"}
+    token = ["--set", f"signing.pkcs11_module={SOFTHSM_MODULE}", "--set", "signing.pkcs11_token=agency-token",
+             "--set", "signing.pkcs11_key=agency"]  # fmt: skip
+    proc = digitize_cli(env, "process", fixture_scans / "bitonal-g4-400dpi.tif", "--out", tmp_path / "out", *token)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (pdf,) = (tmp_path / "out" / "records").glob("*.pdf")
+    verified = run_digitize("verify", pdf, "--trust", test_ca.root)
+    assert verified.stdout.startswith("OK") and "Nghi Lộc (test)" in verified.stdout, verified.stdout
+
+    wrong_pin = digitize_cli({**env, "DIGITIZE_SIGNING_PASSPHRASE": "000000"}, "process",
+                             fixture_scans / "bitonal-g4-400dpi.tif", "--out", tmp_path / "out2", *token)  # fmt: skip
+    assert wrong_pin.returncode == 78 and "cannot open token 'agency-token'" in wrong_pin.stderr, wrong_pin.stderr
