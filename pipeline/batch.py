@@ -24,7 +24,7 @@ from pipeline.assemble import RecordMetadata, WrittenRecord, write_record
 from pipeline.errors import CorruptInput, DigitizeError, InputError, OutputError
 from pipeline.page import PageResult, process_page
 from pipeline.settings import Settings
-from pipeline.signing import RecordSigner
+from pipeline.signing import RecordSigner, SigningError
 from pipeline.sources import PageRef, ScanInput, open_input
 from pipeline.split import Document, DossierHint, split
 
@@ -161,6 +161,10 @@ def process_inputs(
                 if job.failure is not None:
                     raise job.failure
                 report.documents.extend(_write_documents(job, context, names))
+            except (OutputError, SigningError):
+                # Our disk, token or timestamp server failed, not the input: the run fails and
+                # can be retried, rather than the input being rejected as bad.
+                raise
             except DigitizeError as exc:
                 reason = str(exc) if isinstance(exc, InputError) else f"{job.scan.path}: {exc}"
                 report.rejected.append(Rejection(job.scan.path, reason, exc.exit_code))
@@ -225,19 +229,26 @@ def _run_pages(
                 return
 
     top_up()
-    while in_flight:
-        done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-        for future in done:
-            job, ref = in_flight.pop(future)
-            _collect(job, ref, future, on_pages)
-        # Inputs are finished in order, so outputs appear in a predictable sequence.
-        while next_to_finish < len(pending) and pending[next_to_finish].finished:
-            job = pending[next_to_finish]
-            if job.failure is not None and on_pages:
-                on_pages(-(len(job.scan.pages) - len(job.results)))
-            on_done(job)
-            next_to_finish += 1
-        top_up()
+    try:
+        while in_flight:
+            done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                job, ref = in_flight.pop(future)
+                _collect(job, ref, future, on_pages)
+            # Inputs are finished in order, so outputs appear in a predictable sequence.
+            while next_to_finish < len(pending) and pending[next_to_finish].finished:
+                job = pending[next_to_finish]
+                if job.failure is not None and on_pages:
+                    on_pages(-(len(job.scan.pages) - len(job.results)))
+                on_done(job)
+                next_to_finish += 1
+            top_up()
+    except BaseException:
+        # The pool is shared: leave it idle, not busy writing into work folders about to go.
+        for future in in_flight:
+            future.cancel()
+        cf.wait(in_flight)
+        raise
 
 
 def _collect(job: _Job, ref: PageRef, future: cf.Future, on_pages: Callable[[int], None] | None) -> None:

@@ -300,3 +300,16 @@ def test_signing_with_a_pkcs11_token(test_ca, fixture_scans, tmp_path):
     wrong_pin = digitize_cli({**env, "DIGITIZE_SIGNING_PASSPHRASE": "000000"}, "process",
                              fixture_scans / "bitonal-g4-400dpi.tif", "--out", tmp_path / "out2", *token)  # fmt: skip
     assert wrong_pin.returncode == 78 and "cannot open token 'agency-token'" in wrong_pin.stderr, wrong_pin.stderr
+
+
+def test_an_unreachable_timestamp_server_fails_the_run_for_a_retry_and_rejects_nothing(test_ca, fixture_scans, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = _process_signed(test_ca, tmp_path / "out", fixture_scans / "bitonal-g4-400dpi.tif",
+                           extra=("--set", f'signing.timestamp_url="http://127.0.0.1:{port}/"'))  # fmt: skip
+    assert proc.returncode == 75, proc.stdout + proc.stderr
+    assert "cannot sign" in proc.stderr and "rejected:" not in proc.stderr, proc.stderr
+    assert not list((tmp_path / "out").rglob("*.pdf")), "no record, signed or not, is left behind"
