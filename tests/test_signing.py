@@ -313,3 +313,10 @@ def test_an_unreachable_timestamp_server_fails_the_run_for_a_retry_and_rejects_n
     assert proc.returncode == 75, proc.stdout + proc.stderr
     assert "cannot sign" in proc.stderr and "rejected:" not in proc.stderr, proc.stderr
     assert not list((tmp_path / "out").rglob("*.pdf")), "no record, signed or not, is left behind"
+
+
+def test_the_example_site_config_is_valid_and_configures_signing():
+    from pipeline.settings import load_settings
+
+    settings = load_settings(REPO / "config" / "example-site.toml")
+    assert settings.signing.configured and settings.signing.pkcs11_module and settings.signing.trust_roots
