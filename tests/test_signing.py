@@ -239,6 +239,13 @@ def test_nightly_signs_writes_the_audit_log_and_verify_reads_archive_keys(test_c
     assert digitize_cli(env, "run", "--jobs", "1").returncode == 0
     assert archive.read_bytes(log_key) == first
 
+    # Staff replace the flagged drawing's page: the new PDF is signed afresh and verifies.
+    replaced = digitize_cli(env, "review", "replace", "ban-ve-a3-200dpi", fixture_scans / "bitonal-g4-400dpi.tif", "--pages", "1")
+    assert replaced.returncode == 0, replaced.stderr
+    (item_pdf,) = [p for p in (tmp_path / "review").rglob("ban-ve-a3-200dpi.pdf") if "previous" not in p.parts]
+    verified = digitize_cli(env, "verify", item_pdf)
+    assert verified.returncode == 0 and verified.stdout.startswith("OK"), verified.stdout
+
 
 SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 
