@@ -44,6 +44,46 @@ def _tree_rss_kb(root: int, *, include_root: bool = True) -> int:
     return total
 
 
+def tree_pids(root: int) -> list[int]:
+    """`root` and every process descending from it, from /proc."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                children[int(fh.read().rsplit(")", 1)[1].split()[1])].append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def tree_memory_mb(root: int) -> tuple[float, float]:
+    """Summed RSS and summed PSS of `root`'s process tree, in MB.
+
+    RSS counts a page shared by several processes (libraries, forked workers) once per
+    process, so its sum overstates; PSS divides each shared page among its sharers, so
+    its sum is what the tree really occupies.
+    """
+    rss = pss = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        pss += int(line.split()[1])
+        except (OSError, ValueError):
+            continue  # it ended between the listing and the read
+    return rss / 1024, pss / 1024
+
+
 def run_all(commands: list[list[str]], *, jobs: int, env: dict | None = None) -> Run:
     """Run commands `jobs` at a time; sample the summed RSS of every descendant every 50 ms."""
     start = time.perf_counter()
