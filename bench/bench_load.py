@@ -1,0 +1,366 @@
+"""Load: a night of generated mixed batches from several stations through a real S3 inbox, one worker vs two.
+
+Usage: bench_load.py [--pages 500] [--baseline-pages 120] [--stations 4] [--batch-pages 20]
+                     [--jobs 1] [--keep]
+
+Batches of dossiers (a receipt with its QR code, then 1-6 pages) in scanner PDFs of colour
+or gray JPEG pages, bitonal G4 TIFFs and gray LZW TIFFs, 200-400 dpi, skewed up to 6 degrees
+and turned every quarter, are dropped by `--stations` stations at once into `weed mini` on
+loopback. A worker is one `digitize run --jobs N` process reporting to one Prefect server;
+two run at once and split the batches through the inbox's claims. The single worker runs on
+the first `--baseline-pages` of the same night (one worker on 500 pages takes long), so the
+two are compared per page. Peak memory is sampled for each worker's whole process tree (the
+flow, its page workers and their Tesseracts). It prints figures and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from bench import pageset  # noqa: E402
+from bench.measure import tree_memory_mb  # noqa: E402
+from digitize.drop import drop  # noqa: E402
+from digitize.prefect_server import local_prefect_server  # noqa: E402
+from digitize.storage import open_store  # noqa: E402
+from tests import scanfactory as sf  # noqa: E402
+from tests.make_batches import dossier_codes  # noqa: E402
+from tests.s3server import WeedMini  # noqa: E402
+
+BIN = Path(sys.executable).parent
+PREFECT_PORT = 4298
+# How stations save a scanner run: (format, share of files). Colour comes as JPEG, as
+# scanners write it; bitonal as G4.
+FORMATS = {"pdf-colour-jpeg": 0.25, "pdf-gray-jpeg": 0.25, "tiff-g4": 0.3, "tiff-lzw-gray": 0.2}
+DPI_SHARE = {200: 0.3, 300: 0.5, 400: 0.2}
+GB = 1024.0
+
+# Nghệ An: administrative-procedure records a year (the figure given with issue #5).
+RECORDS_PER_YEAR = 1_490_000
+
+
+# --- the night's scans ---------------------------------------------------------------------------
+
+
+def content_pool() -> dict[int, list[np.ndarray]]:
+    """The bench page set's pages (every quarter turn, skew to ±6°), rendered once, by dpi."""
+    pool: dict[int, list[np.ndarray]] = {}
+    # Without the receipt's own text: a receipt title without its code is flagged, rightly.
+    docs = [d for d in sf.DOCUMENTS if d != "giay-tiep-nhan"]
+    for seed, (dpi, _mode, skew, turns) in enumerate(pageset.PAGES):
+        doc = docs[seed % len(docs)]
+        body = sf.DOCUMENTS[doc] + sf.VIETNAMESE_PARAGRAPHS[seed:] + sf.VIETNAMESE_PARAGRAPHS[:seed]
+        clean, _ = sf.render_page(text_lines_or_paragraphs=body, dpi=dpi, font=("serif", "sans")[seed % 2], font_pt=12, seed=500 + seed)
+        pool.setdefault(dpi, []).append(sf.scan_effects(clean, dpi=dpi, skew_deg=skew, rotate90=turns, noise=2.0, seed=500 + seed))
+    return pool
+
+
+@dataclass
+class Batch:
+    station: str
+    folder: Path
+    pages: int = 0
+    dossiers: int = 0
+    files: list[str] = field(default_factory=list)
+
+
+def make_night(out: Path, *, pages: int, stations: int, batch_pages: int, seed: int = 2026) -> list[Batch]:
+    """Batches totalling at least `pages` pages, round-robin over the stations, in drop order."""
+    rng = np.random.default_rng(seed)
+    pool = content_pool()
+    codes = iter(dossier_codes(pages + 10, seed=seed))
+    batches: list[Batch] = []
+    total = 0
+    while total < pages:
+        station = f"station-{len(batches) % stations + 1:02d}"
+        batch = Batch(station, out / station / f"ca-{len(batches) + 1:03d}")
+        batch.folder.mkdir(parents=True)
+        target = min(batch_pages, pages - total)
+        while batch.pages < target:
+            # One scanner run: whole dossiers, one format and resolution.
+            fmt = str(rng.choice(list(FORMATS), p=list(FORMATS.values())))
+            dpi = int(rng.choice(list(DPI_SHARE), p=list(DPI_SHARE.values())))
+            remaining = target - batch.pages
+            # A session is one scanner run, or two when it is long.
+            run_pages = remaining if remaining <= 10 or rng.random() < 0.5 else int(rng.integers(remaining // 3, 2 * remaining // 3 + 1))
+            images = []
+            while len(images) < run_pages:
+                receipt, _ = sf.receipt_page(code=next(codes), dpi=dpi, seed=int(rng.integers(1 << 30)))
+                images.append(sf.scan_effects(receipt, dpi=dpi, skew_deg=float(rng.uniform(-3, 3)), noise=2.0, seed=int(rng.integers(1 << 30))))
+                for _ in range(min(int(rng.integers(1, 7)), run_pages - len(images))):
+                    images.append(pool[dpi][int(rng.integers(len(pool[dpi])))])
+                batch.dossiers += 1
+            name = _write(batch.folder / f"scan-{len(batch.files) + 1:02d}", fmt, images, dpi, seed=int(rng.integers(1 << 30)))
+            batch.files.append(f"{name} ({fmt}, {dpi} dpi, {len(images)} pages)")
+            batch.pages += len(images)
+        total += batch.pages
+        batches.append(batch)
+    return batches
+
+
+def _write(stem: Path, fmt: str, images: list[np.ndarray], dpi: int, *, seed: int) -> str:
+    if fmt.startswith("pdf-"):
+        colour = fmt == "pdf-colour-jpeg"
+        encoded = [sf.encode_jpeg(img, dpi, quality=80, colour=colour, seed=seed + i) for i, img in enumerate(images)]
+        return sf.save_pdf(stem.with_suffix(".pdf"), encoded, dpi).name
+    if fmt == "tiff-g4":
+        return sf.save_tiff(stem.with_suffix(".tif"), images, dpi, compression="group4").name
+    return sf.save_tiff(stem.with_suffix(".tif"), [sf.flatten_paper(img) for img in images], dpi, compression="tiff_lzw").name
+
+
+# --- one run of the night ------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerResult:
+    name: str
+    seconds: float
+    returncode: int
+    batches: int
+    pages: int
+    peak_rss_mb: float
+    peak_pss_mb: float
+    stderr_tail: str
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all cores, from /proc/stat."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    return values[3] + values[4], sum(values)
+
+
+def cpu_busy_since(before: tuple[int, int]) -> float:
+    """Share of the machine's CPU time that was busy since `before`."""
+    idle, total = _cpu_times()
+    return 1.0 - (idle - before[0]) / max(1, total - before[1])
+
+
+@dataclass
+class RunResult:
+    workers: list[WorkerResult]
+    seconds: float
+    pages: int
+    batches_done: int
+    batches: int
+    archived: int
+    in_review: int
+    dossiers: int
+    drop_seconds: float
+    busy_before: float  # others' load: the machine's busy share in the seconds before the workers started
+    busy_during: float
+
+
+def night(label: str, batches: list[Batch], *, workers: int, jobs: int, s3: WeedMini, api: str, work: Path) -> RunResult:
+    base = {
+        **os.environ, **s3.env, "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "220",
+        "DIGITIZE_SERVICE_INBOX": f"s3://{label}-inbox", "DIGITIZE_SERVICE_ARCHIVE": f"s3://{label}-archive",
+        "DIGITIZE_SERVICE_REVIEW": f"s3://{label}-review",
+    }  # fmt: skip
+    inbox = open_store(base["DIGITIZE_SERVICE_INBOX"], base)
+    # The stations drop at once, each its own batches in order.
+    by_station: dict[str, list[Batch]] = {}
+    for batch in batches:
+        by_station.setdefault(batch.station, []).append(batch)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(by_station)) as pool:
+        dropped = pool.map(lambda own: [(drop(b.folder, inbox, station=b.station, operator="bench")[0], b) for b in own],
+                           by_station.values())  # fmt: skip
+        by_prefix = {prefix: b for station in dropped for prefix, b in station}
+    drop_seconds = time.perf_counter() - started
+
+    # What the machine is doing without us: it is shared, and a busy one lowers every figure.
+    idle_check = _cpu_times()
+    time.sleep(5)
+    busy_before = cpu_busy_since(idle_check)
+    procs, logs, peaks, ended = [], [], [], {}
+    cpu_start = _cpu_times()
+    start = time.perf_counter()
+    for n in range(workers):
+        env = {**base, "PREFECT_HOME": str(work / f"{label}-prefect-{n + 1}")}
+        out, err = (open(work / f"{label}-worker-{n + 1}.{ext}", "w") for ext in ("out", "err"))
+        logs.append((out, err))
+        procs.append(subprocess.Popen([str(BIN / "digitize"), "run", "--jobs", str(jobs)], env=env, stdout=out, stderr=err))
+        peaks.append([0.0, 0.0])
+    # Sample each worker's tree while it runs; note when each ends.
+    while len(ended) < len(procs):
+        for n, proc in enumerate(procs):
+            if n in ended:
+                continue
+            if proc.poll() is not None:
+                ended[n] = time.perf_counter() - start
+                continue
+            rss, pss = tree_memory_mb(proc.pid)
+            peaks[n][0], peaks[n][1] = max(peaks[n][0], rss), max(peaks[n][1], pss)
+        time.sleep(0.25)
+    seconds = time.perf_counter() - start
+    busy_during = cpu_busy_since(cpu_start)
+    for out, err in logs:
+        out.close()
+        err.close()
+
+    results = []
+    for n, proc in enumerate(procs):
+        done_batches, done_pages = _processed(work / f"{label}-worker-{n + 1}.out")
+        stderr = (work / f"{label}-worker-{n + 1}.err").read_text(errors="replace").strip()
+        results.append(WorkerResult(f"worker {n + 1}", ended[n], proc.returncode, done_batches, done_pages,
+                                    peaks[n][0], peaks[n][1], stderr[-400:]))  # fmt: skip
+    keys = [o.key for o in inbox.list()]
+    done = {k.rsplit("/", 1)[0] + "/" for k in keys if k.endswith("/_done.json")}
+    archive = open_store(base["DIGITIZE_SERVICE_ARCHIVE"], base)
+    review = open_store(base["DIGITIZE_SERVICE_REVIEW"], base)
+    return RunResult(
+        results, seconds, pages=sum(by_prefix[p].pages for p in done if p in by_prefix), batches_done=len(done), batches=len(batches),
+        archived=sum(1 for o in archive.list() if o.key.endswith(".pdf")),
+        in_review=sum(1 for o in review.list() if o.key.endswith("/_item.json")),
+        dossiers=sum(b.dossiers for b in batches), drop_seconds=drop_seconds, busy_before=busy_before,
+        busy_during=busy_during,
+    )  # fmt: skip
+
+
+def _processed(stdout: Path) -> tuple[int, int]:
+    """Batches and pages from a worker's 'Batches processed' table."""
+    batches = pages = 0
+    for line in stdout.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("│┃").split("│")]
+        if len(cells) == 4 and cells[0].startswith("station-") and cells[2].isdigit():
+            batches += 1
+            pages += int(cells[2])
+    return batches, pages
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def report(args, batches: list[Batch], runs: dict[str, RunResult]) -> None:
+    formats: dict[str, int] = {}
+    for batch in batches:
+        for entry in batch.files:
+            kind = entry.split("(", 1)[1].split(",")[0]
+            formats[kind] = formats.get(kind, 0) + 1
+    pages = sum(b.pages for b in batches)
+    print(f"\nnight: {pages} pages, {sum(b.dossiers for b in batches)} dossiers "
+          f"({pages / max(1, sum(b.dossiers for b in batches)):.1f} pages each, receipts included), "
+          f"{len(batches)} batches from {len({b.station for b in batches})} stations; files: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(formats.items())))  # fmt: skip
+    print(f"machine: {os.cpu_count()} cores, shared by the workers, weed mini and the Prefect server; "
+          f"a worker = one `digitize run --jobs {args.jobs}`\n")
+    header = (f"{'':<10} {'pages':>6} {'batches':>8} {'wall s':>8} {'pages/s':>8} {'pages/hour':>11} {'CPU busy before/during':>23}"
+              "   dossiers archived / in review / generated")  # fmt: skip
+    print(header)
+    rates = {}
+    for label, run in runs.items():
+        rate = run.pages / run.seconds if run.seconds else 0.0
+        rates[label] = rate
+        busy = f"{run.busy_before:.0%} / {run.busy_during:.0%}"
+        print(f"{label:<10} {run.pages:>6} {run.batches_done:>4}/{run.batches:<3} {run.seconds:>8.1f} {rate:>8.3f} {rate * 3600:>11.0f}"
+              f" {busy:>23}   {run.archived} / {run.in_review} / {run.dossiers}")  # fmt: skip
+    if any(run.busy_before > 0.15 for run in runs.values()):
+        print("! other work kept the machine busy before a run started (CPU busy before > 15%):"
+              " these figures are low and the scaling is unreliable; rerun on an idle machine.")
+    if len(rates) == 2 and rates["1 worker"]:
+        print(f"\nscaling, 2 workers over 1 (pages per second; the runs had {runs['1 worker'].pages} and "
+              f"{runs['2 workers'].pages} pages): {rates['2 workers'] / rates['1 worker']:.2f}x")
+    print("\npeak memory per worker process tree (flow + page workers + Tesseract), sampled every 0.25 s:")
+    for label, run in runs.items():
+        for w in run.workers:
+            fits = "yes" if w.peak_rss_mb < GB else ("yes by PSS" if w.peak_pss_mb < GB else "NO")
+            print(f"  {label:<10} {w.name}: {w.batches} batches, {w.pages} pages, {w.seconds:.1f} s; "
+                  f"RSS sum {w.peak_rss_mb:.0f} MB, PSS sum {w.peak_pss_mb:.0f} MB; under 1 GB: {fits}"
+                  + (f"; EXIT {w.returncode}: {w.stderr_tail}" if w.returncode else ""))  # fmt: skip
+        if run.batches_done < run.batches:
+            print(f"  ! {label}: only {run.batches_done} of {run.batches} batches were marked done")
+    print("  (RSS counts shared pages once per process and overstates; PSS shares them out.)")
+    for label, run in runs.items():
+        print(f"stations' drops, {label} (not in the wall time): {run.drop_seconds:.1f} s")
+    machine_rate = rates.get("2 workers") or rates.get("1 worker") or 0.0
+    province(args, machine_rate, rates.get("1 worker", 0.0))
+
+
+def province(args, machine_rate: float, worker_rate: float) -> None:
+    """Machines for a province's nights, from the measured rates and stated assumptions."""
+    if not machine_rate:
+        return
+    per_machine_night = machine_rate * 3600 * args.night_hours
+    print(f"\nWorkers per province (Nghệ An, {args.records_per_year:,} administrative-procedure records a year).")
+    print("  pages per record is an ASSUMPTION, not a measurement: ../shared/corpus holds no dossiers with page")
+    print("  counts, and the generated dossiers' size here is the generator's choice. Scans are assumed to arrive")
+    print(f"  on {args.working_days} working days and to be processed in a {args.night_hours:g} h night;")
+    print(f"  throughput as measured above on generated full text pages ({machine_rate * 3600:.0f} pages/hour for this")
+    print(f"  {os.cpu_count()}-core machine with 2 workers, {worker_rate * 3600:.0f} pages/hour for 1 worker with --jobs {args.jobs}).")
+    print("  machines = ceil(records/year x pages/record / working days / (pages/hour per machine x night hours))\n")
+    print(f"  {'pages/record':>12} {'pages/night':>12} {'machines like this':>19} {'workers (1 job each)':>21}")
+    for per_record in args.pages_per_record:
+        nightly = args.records_per_year * per_record / args.working_days
+        machines = math.ceil(nightly / per_machine_night)
+        workers = math.ceil(nightly / (worker_rate * 3600 * args.night_hours)) if worker_rate else "-"
+        print(f"  {per_record:>12g} {nightly:>12,.0f} {machines:>19} {workers:>21}")
+    print("  Real pages with less text than these full pages OCR faster; a higher dpi or colour share, slower.")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pages", type=int, default=500, help="pages in the night the two workers share")
+    parser.add_argument("--baseline-pages", type=int, default=120, help="pages for the single worker (0: skip it)")
+    parser.add_argument("--stations", type=int, default=4)
+    parser.add_argument("--batch-pages", type=int, default=20, help="pages per batch (a station's scanning session)")
+    parser.add_argument("--jobs", type=int, default=1, help="--jobs of each `digitize run`")
+    parser.add_argument("--keep", action="store_true", help="keep the generated batches, S3 data and worker logs")
+    parser.add_argument("--records-per-year", type=int, default=RECORDS_PER_YEAR)
+    parser.add_argument("--pages-per-record", type=lambda s: [float(v) for v in s.split(",")], default=[5.0, 10.0, 20.0])
+    parser.add_argument("--working-days", type=int, default=250)
+    parser.add_argument("--night-hours", type=float, default=10.0)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="digitize-loadbench-"))
+    t0 = time.perf_counter()
+    batches = make_night(work / "scans", pages=max(args.pages, args.baseline_pages), stations=args.stations, batch_pages=args.batch_pages)
+    print(f"generated {sum(b.pages for b in batches)} pages in {len(batches)} batches in {time.perf_counter() - t0:.0f} s ({work})")
+
+    def first(pages: int) -> list[Batch]:
+        chosen, total = [], 0
+        for batch in batches:
+            if total >= pages:
+                break
+            chosen.append(batch)
+            total += batch.pages
+        return chosen
+
+    s3 = WeedMini(work / "weed")
+    print("starting weed mini (it waits its turn while a test session holds its ports)")
+    s3.start()
+    runs: dict[str, RunResult] = {}
+    try:
+        server_env = {**os.environ, "PREFECT_HOME": str(work / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        with local_prefect_server(PREFECT_PORT, env=server_env) as api:
+            if args.baseline_pages:
+                print(f"1 worker on {sum(b.pages for b in first(args.baseline_pages))} pages ...")
+                runs["1 worker"] = night("base", first(args.baseline_pages), workers=1, jobs=args.jobs, s3=s3, api=api, work=work)
+            print(f"2 workers on {sum(b.pages for b in first(args.pages))} pages ...")
+            runs["2 workers"] = night("load", first(args.pages), workers=2, jobs=args.jobs, s3=s3, api=api, work=work)
+    finally:
+        s3.release()
+    report(args, first(args.pages), runs)
+    if args.keep:
+        print(f"\nkept: {work} (scans/, weed/, *-worker-*.out)")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
