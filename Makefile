@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python bench/bench_memory.py
 	$(BIN)/python bench/bench_split.py $(if $(wildcard ../shared/corpus/drawings),--corpus-drawings ../shared/corpus/drawings)
 	$(BIN)/python bench/bench_flow.py
+	$(BIN)/python bench/bench_load.py
 
 samples: setup
 	$(BIN)/python sample_scans/make_samples.py
