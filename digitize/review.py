@@ -91,8 +91,15 @@ def fetch(review: Store, item: ReviewItem, dest: Path) -> list[Path]:
 
 
 def approve(review: Store, archive: Store, item: ReviewItem, *, by: str | None) -> list[str]:
-    """Archive the dossier as it is: PDF, text, then manifest; then mark the item archived."""
+    """Archive the dossier as it is: PDF, text, then manifest; then mark the item archived.
+
+    An archived record is never overwritten: when another is already archived under this name
+    (two dossiers claimed one code, and the other was approved first), this refuses.
+    """
     keys = []
+    manifest_key = f"{item.archive_folder}{item.name}.json"
+    if archive.exists(manifest_key) and archive.read_bytes(manifest_key) != review.read_bytes(f"{item.prefix}{item.name}.json"):
+        raise ReviewError(f"{item.name}: {archive.url}/{manifest_key} is another record; an archived record is never overwritten")
     with tempfile.TemporaryDirectory(prefix="digitize-review-") as tmp:
         for ext in (".pdf", ".txt", ".json"):
             local = Path(tmp) / f"{item.name}{ext}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -180,3 +181,37 @@ def test_unsafe_object_keys_are_refused(key, tmp_path):
     with pytest.raises(UnsafeKey):
         store.put_bytes(key, b"x")
     assert not any((tmp_path).parent.glob("passwd")) and list((tmp_path / "store").rglob("*")) == []
+
+
+def test_an_archived_record_is_never_overwritten(tmp_path):
+    """The same pages of the same scan are the same record; other pages under its code take the
+    next free name, and approving a review item never replaces a record already archived."""
+    from digitize.archive import place
+    from digitize.review import ReviewError, ReviewItem, approve
+    from digitize.storage import LocalStore
+
+    archive, review = LocalStore(tmp_path / "archive"), LocalStore(tmp_path / "review")
+    code = "000.00.21.H40-261126-0042"
+    first = {"source": {"sha256": "a" * 64}, "document": {"source_pages": [0, 1]}}
+    assert place(archive, "2026/11/", code, first).name == code
+    archive.put_bytes(f"2026/11/{code}.json", json.dumps(first).encode())
+    same = place(archive, "2026/11/", code, first)
+    assert same.identical and same.existing == f"2026/11/{code}.json"
+    other_pages = place(archive, "2026/11/", code, {**first, "document": {"source_pages": [0]}})
+    assert (other_pages.name, other_pages.identical) == (f"{code}-2", False)
+    archive.put_bytes(f"2026/11/{code}-2.json", b"{}")
+    other_scan = place(archive, "2026/11/", code, {**first, "source": {"sha256": "b" * 64}})
+    assert (other_scan.name, other_scan.existing) == (f"{code}-3", f"2026/11/{code}.json")
+
+    # Two review items written as -2 before either was approved: the second must not replace the first.
+    for batch, body in (("st/a/", b'{"n": 1}'), ("st/b/", b'{"n": 2}')):
+        for ext, data in ((".pdf", b"%PDF"), (".txt", b"text"), (".json", body)):
+            review.put_bytes(f"{batch}{code}-2/{code}-2{ext}", data)
+    archive.delete(f"2026/11/{code}-2.json")
+    def item(batch: str) -> ReviewItem:
+        return ReviewItem(f"{batch}{code}-2/", f"{code}-2", code, "2026/11/", {}, {}, False)
+
+    approve(review, archive, item("st/a/"), by="test")
+    with pytest.raises(ReviewError, match="never overwritten"):
+        approve(review, archive, item("st/b/"), by="test")
+    assert archive.read_bytes(f"2026/11/{code}-2.json") == b'{"n": 1}'
