@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -220,11 +221,15 @@ def run_command(
     console.print(table)
     for batch in result["processed"]:
         for reason in batch["rejected"]:
-            errors.print(f"[red]rejected:[/red] {batch['batch']}{reason} (copy and reason under rejected/ in the review area)", highlight=False, soft_wrap=True)
+            errors.print(f"[red]rejected:[/red] {escape(batch['batch'] + reason)} (see rejected/ in the review area)", highlight=False, soft_wrap=True)
+        for line in batch.get("already_archived", []):
+            console.print(f"already archived: {escape(batch['batch'] + line)}", highlight=False, soft_wrap=True)
     for prefix in result["waiting"]:
         console.print(f"waiting: {prefix} (not complete yet)")
     for prefix in result["incomplete"]:
         console.print(f"[yellow]incomplete:[/yellow] {prefix}")
+    for refusal in result.get("refused", []):
+        errors.print(f"[red]refused:[/red] {escape(refusal)}", highlight=False, soft_wrap=True)
     console.print(f"archive: {settings.service.archive}   manual review: {settings.service.review}")
     api = os.environ.get("PREFECT_API_URL")
     if api:
