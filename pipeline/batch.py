@@ -21,7 +21,7 @@ from pathlib import Path
 from pipeline import __version__, atomic, models
 from pipeline._exec import tesseract
 from pipeline.assemble import RecordMetadata, WrittenRecord, write_record
-from pipeline.errors import CorruptInput, DigitizeError, InputError, OutputError
+from pipeline.errors import CorruptInput, DigitizeError, InputError, OutputError, write_error, writing_to
 from pipeline.page import PageResult, process_page
 from pipeline.settings import Settings
 from pipeline.signing import RecordSigner, SigningError
@@ -112,6 +112,7 @@ def process_inputs(
     hints: Mapping[str, Sequence[DossierHint]] | None = None,
     on_pages: Callable[[int], None] | None = None,
     signer: RecordSigner | None = None,
+    work_dir: Path | None = None,
 ) -> BatchReport:
     """Split each input into dossiers under `out_dir`, and describe the batch in report.json.
 
@@ -119,6 +120,8 @@ def process_inputs(
     station's dossier page ranges. `on_pages(n)` reports pages as they are known
     (negative n: pages that will not be done after all), and 0 for each page done.
     With a `signer`, every PDF is signed; the manifest records it with and without the signature.
+    Page work files go to a temporary folder in `work_dir` (default: the system's). A full or
+    read-only disk raises OutputError naming the folder: it is no input's fault.
     """
     tesseract.require_languages(settings.ocr.languages)
     # A different signing key makes different records; where verify looks for trust does not.
@@ -135,7 +138,9 @@ def process_inputs(
     report = BatchReport()
     names = _Names()
     pool = _executor(jobs)
-    with tempfile.TemporaryDirectory(prefix="digitize-") as tmp:
+    with writing_to(work_dir or tempfile.gettempdir()):
+        scratch = tempfile.TemporaryDirectory(prefix="digitize-", dir=work_dir)
+    with scratch as tmp:
         pending: list[_Job] = []
         for path, stem in zip(inputs, output_stems(inputs), strict=True):
             try:
@@ -160,7 +165,8 @@ def process_inputs(
             try:
                 if job.failure is not None:
                     raise job.failure
-                report.documents.extend(_write_documents(job, context, names))
+                with writing_to(out_dir):
+                    report.documents.extend(_write_documents(job, context, names))
             except (OutputError, SigningError):
                 # Our disk, token or timestamp server failed, not the input: the run fails and
                 # can be retried, rather than the input being rejected as bad.
@@ -265,9 +271,13 @@ def _collect(job: _Job, ref: PageRef, future: cf.Future, on_pages: Callable[[int
             _make_executor.cache_clear()
         job.failure = WorkerLost(f"a page worker died on page {ref.frame + 1}")
         return
-    except Exception as exc:  # a bug must cost one input, not the night's batch
-        log.exception("unexpected error on %s page %d", ref.path, ref.frame + 1)
-        job.failure = DigitizeError(f"internal error on page {ref.frame + 1}: {exc!r}")
+    except Exception as exc:
+        # A full or read-only work folder is the disk's fault, not the input's.
+        failure = write_error(exc, job.work) if isinstance(exc, OSError) else None
+        if failure is None:  # a bug must cost one input, not the night's batch
+            log.exception("unexpected error on %s page %d", ref.path, ref.frame + 1)
+            failure = DigitizeError(f"internal error on page {ref.frame + 1}: {exc!r}")
+        job.failure = failure
         return
     if on_pages:
         on_pages(0)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 # sysexits.h codes, so shell scripts and schedulers can tell failures apart.
@@ -87,3 +91,39 @@ class OutputError(DigitizeError):
 
     permanent = False
     exit_code = EX_CANTCREAT
+
+
+# What the local disk answers when it, not the input or the network, is at fault.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG})
+
+
+def write_error(exc: OSError, folder: os.PathLike | str) -> OutputError | None:
+    """The OutputError for a failed write into `folder` ("no space left on device", "read-only
+    file system", ...), or None when `exc` is not the disk's fault."""
+    if exc.errno not in DISK_ERRNOS:
+        return None
+    return OutputError(f"{folder}: cannot write: {exc.strerror or exc}")
+
+
+# Less free space than this, and a program that failed to write its output ran out of it.
+MIN_FREE_BYTES = 1 << 20
+
+
+def out_of_space(folder: os.PathLike | str) -> bool:
+    """Whether the file system holding `folder` is (all but) full, for programs that fail without saying why."""
+    try:
+        return shutil.disk_usage(folder).free < MIN_FREE_BYTES
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def writing_to(folder: os.PathLike | str) -> Iterator[None]:
+    """Report a full, read-only or forbidden `folder` as an OutputError naming it and the reason."""
+    try:
+        yield
+    except OSError as exc:
+        error = write_error(exc, folder)
+        if error is None:
+            raise
+        raise error from None

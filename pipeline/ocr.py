@@ -37,8 +37,8 @@ class OcrResult:
 def read_page(gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeout: float) -> OcrResult:
     """OCR a level, upright gray page. A Tesseract crash or timeout yields an empty result."""
     image = work.with_suffix(".pgm")  # uncompressed: cheapest to write and for Leptonica to read
-    if not cv2.imwrite(str(image), gray):
-        raise OSError(f"cannot write OCR image {image}")
+    # Encoded, then written by Python: unlike cv2.imwrite, a full disk raises with its reason.
+    image.write_bytes(cv2.imencode(".pgm", gray)[1])
     try:
         files = tesseract.ocr(
             image, work, languages=languages, dpi=round(dpi), config_file=OCR_CONFIG, timeout=timeout,

@@ -191,7 +191,7 @@ def _thumbnail(analysis: geometry.AnalysisImage, geo: geometry.Geometry, stem: P
     scale = THUMBNAIL_WIDTH / upright.shape[1]
     small = cv2.resize(upright, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     path = stem.with_suffix(".thumb.png")
-    cv2.imwrite(str(path), small)
+    path.write_bytes(cv2.imencode(".png", small)[1])  # cv2.imwrite would fail silently on a full disk
     return path
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytesseract
 
 from pipeline._exec import run
-from pipeline.errors import ExternalProgramError, MissingProgram
+from pipeline.errors import ExternalProgramError, MissingProgram, OutputError, ProgramTimeout, out_of_space
 
 PROGRAM = "tesseract"
 MIN_VERSION = (5, 0)
@@ -72,11 +72,18 @@ def ocr(
     if user_words is not None:
         argv += ["--user-words", str(user_words)]
     argv += [str(config_file), "pdf", "tsv", "txt"]
-    run(argv, timeout=timeout, env=ENV, what=f"OCR of {image.name}")
     files = OcrFiles(*(out_base.with_suffix(f".{ext}") for ext in ("pdf", "tsv", "txt")))
-    for path in (files.text_pdf, files.tsv, files.txt):
-        if not path.exists():
-            raise ExternalProgramError(f"tesseract wrote no {path.suffix} for {image.name}")
+    try:
+        run(argv, timeout=timeout, env=ENV, what=f"OCR of {image.name}")
+        for path in (files.text_pdf, files.tsv, files.txt):
+            if not path.exists():
+                raise ExternalProgramError(f"tesseract wrote no {path.suffix} for {image.name}")
+    except ExternalProgramError as exc:
+        # On a full disk Tesseract only says "Error during processing."; that is not the page's
+        # fault, and must not cost it its text layer as a crash would.
+        if not isinstance(exc, ProgramTimeout) and out_of_space(out_base.parent):
+            raise OutputError(f"{out_base.parent}: cannot write: No space left on device (tesseract: {exc})") from None
+        raise
     return files
 
 
