@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
 
@@ -105,6 +105,8 @@ class ServiceSettings(_Section):
     schedule: str
     timezone: str
     retention_days: float = Field(ge=0)
+    work_dir: str
+    retry_delays_s: list[NonNegativeFloat] = Field(max_length=10)
 
 
 class Settings(_Section):
