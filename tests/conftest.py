@@ -1,4 +1,4 @@
-"""Shared fixtures: generated scans, one real `digitize process` run over them, and validators."""
+"""Shared fixtures: generated scans, one real `digitize process` run over them, the S3 server, and validators."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests import make_fixtures
+from tests.s3server import WeedMini
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITIZE = Path(sys.executable).parent / "digitize"
@@ -76,6 +77,15 @@ def processed(fixture_scans, truth, tmp_path_factory) -> tuple[Path, subprocess.
     inputs = [fixture_scans / name for name in truth]
     proc = run_digitize("process", *inputs, "--out", out, "--pdfa", "1b", "--jobs", "2")
     return out, proc
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3 server (weed mini) on loopback for the module; other test sessions wait their turn."""
+    server = WeedMini(tmp_path_factory.mktemp("weed"))
+    server.start()
+    yield server
+    server.release()
 
 
 @pytest.fixture(scope="session")

@@ -186,6 +186,18 @@ def _batches() -> list[dict]:
     ]
 
 
+def small_batches(count: int, *, dossiers: int = 2, seed: int = 77) -> list[dict]:
+    """`count` one-file batches of `dossiers` two-page dossiers (a QR receipt, then a text page), at 200 dpi:
+    cheap to OCR, for tests of the service rather than of the split. Every dossier code is distinct."""
+    codes = iter(dossier_codes(count * dossiers, seed=seed))
+    texts = ["don-de-nghi", "quyet-dinh", "to-khai", "bien-ban", "thong-bao"]
+    return [
+        dict(name=f"night-{b + 1}.pdf", fmt="pdf", dpi=200, pages=[
+            spec for d in range(dossiers) for spec in (_receipt(next(codes)), ("text", ("doc", texts[(b + d) % len(texts)])))])
+        for b in range(count)
+    ]  # fmt: skip
+
+
 def _write(path: Path, fmt: str, pages: list[np.ndarray], dpi: int) -> None:
     if fmt == "pdf":
         sf.save_pdf(path, [sf.encode_jpeg(p, dpi, quality=80) for p in pages], dpi)
@@ -201,10 +213,11 @@ def _write(path: Path, fmt: str, pages: list[np.ndarray], dpi: int) -> None:
         raise ValueError(fmt)
 
 
-def make(out: Path) -> dict[str, BatchTruth]:
+def make(out: Path, batches: list[dict] | None = None) -> dict[str, BatchTruth]:
+    """Write `batches` (default: the split test set above) into `out`, with truth.json."""
     out.mkdir(parents=True, exist_ok=True)
     truths: dict[str, BatchTruth] = {}
-    for b, batch in enumerate(_batches()):
+    for b, batch in enumerate(_batches() if batches is None else batches):
         pages, kinds = [], []
         for i, spec in enumerate(batch["pages"]):
             img, kind = _page(spec, dpi=batch["dpi"], seed=1000 + 100 * b + i)
