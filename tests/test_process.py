@@ -247,6 +247,7 @@ def test_a_tesseract_failure_costs_one_page_its_text_layer_not_the_dossier(fixtu
     by_input = {doc.input.name: doc for doc in report.documents}
     flagged = by_input["page-folder"]
     assert flagged.flags == {"ocr_failed": 1} and flagged.source_pages == [0, 1, 2]
+    assert flagged.manifest.parent == tmp_path / "manual" / flagged.name, "routed to manual handling"
     manifest = json.loads(flagged.manifest.read_text("utf-8"))
     assert manifest["flags"]["ocr_failed"][0]["page"] == 1
     assert "timed out" in manifest["flags"]["ocr_failed"][0]["reason"]
