@@ -11,9 +11,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from digitize.storage import Store, StoredObject
+from digitize.storage import MAX_NAME_BYTES, Store, StoredObject, key_problem, printable_key
 from pipeline.errors import InputError
 
 BATCH_MANIFEST = "batch.json"
@@ -24,9 +24,22 @@ SCHEMA = "digitize.batch/1"
 
 class ManifestFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str = Field(pattern=r"^[^/\\\x00-\x1f]{1,200}$")
+    name: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_file_name(cls, name: str) -> str:
+        # The name becomes a file in the work folder and the last part of an object key.
+        if "/" in name:
+            raise ValueError(f"'{printable_key(name)}' is a path, not a file name")
+        if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise ValueError(f"'{printable_key(name)}' is longer than {MAX_NAME_BYTES} bytes")
+        problem = key_problem(name)
+        if problem:
+            raise ValueError(f"'{printable_key(name)}' has {problem}")
+        return name
 
 
 class ManifestHint(BaseModel):
@@ -48,6 +61,15 @@ class BatchManifest(BaseModel):
     files: list[ManifestFile] = Field(min_length=1)
     dossiers: list[ManifestHint] = []
 
+    @model_validator(mode="after")
+    def _each_file_once(self) -> BatchManifest:
+        # A file listed twice would be archived twice.
+        names = [f.name for f in self.files]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"files: {', '.join(map(repr, twice))} listed more than once")
+        return self
+
 
 def parse_manifest(data: bytes, where: str) -> BatchManifest:
     try:
@@ -55,13 +77,14 @@ def parse_manifest(data: bytes, where: str) -> BatchManifest:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "(document)"
-        raise InputError(where, f"bad batch manifest: {field}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise InputError(where, f"bad batch manifest: {field}: {message}") from None
 
 
 @dataclass(frozen=True)
 class BatchState:
     prefix: str  # "<station>/<batch>/"
-    state: str  # ready, waiting, incomplete, done, invalid
+    state: str  # ready, waiting, incomplete, done, invalid, refused
     detail: str
     manifest: BatchManifest | None = None
 
@@ -83,6 +106,10 @@ def scan_inbox(store: Store, *, incomplete_after: timedelta, now: datetime | Non
 
 
 def _judge(store: Store, prefix: str, objects: dict[str, StoredObject], now: datetime, incomplete_after: timedelta) -> BatchState:
+    problem = key_problem(prefix + BATCH_MANIFEST)
+    if problem:
+        # Nothing can be read, claimed or marked under such a prefix; a person must remove it.
+        return BatchState(prefix, "refused", f"unsafe object key: {problem}; nothing under it is read")
     if DONE_MARKER in objects:
         return BatchState(prefix, "done", "processed")
     oldest = min(o.modified for o in objects.values())

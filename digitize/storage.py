@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -16,9 +15,11 @@ from urllib.parse import urlparse
 
 from pipeline.errors import ConfigError, DigitizeError, InputError
 
-# Object keys come from station PCs: nothing that could climb out of a folder or hide.
-_BAD_KEY = re.compile(r"(^/|(^|/)\.\.?(/|$)|[\x00-\x1f\x7f\\]|//)")
+# Object keys come from station PCs and become paths in a work folder: nothing that could
+# climb out of a folder or hide, and nothing a file system (255 bytes a name) or S3 (1024
+# bytes a key, less the store's own prefix) cannot hold.
 MAX_KEY_BYTES = 900
+MAX_NAME_BYTES = 255
 # Uploads below this are single-part, so their ETag is their MD5 and can be checked.
 PART_SIZE = 64 * 1024 * 1024
 
@@ -31,7 +32,12 @@ class StorageError(DigitizeError):
 
 
 class UnsafeKey(InputError):
-    """An object key that could escape its folder."""
+    """An object key that could escape its folder, hide, or not fit; shown with its control characters escaped."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(key, reason)
+        self.key = printable_key(key)
+        self.args = (f"{self.key}: {reason}",)
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,43 @@ class StoredObject:
     modified: datetime
 
 
+def key_problem(key: str) -> str | None:
+    """Why `key` must not be used as an object key or a relative path, or None when it may."""
+    if not key:
+        return "empty"
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:
+        return "not valid UTF-8"
+    if key.startswith("/"):
+        return "an absolute path"
+    if any(ch < " " or ch == "\x7f" for ch in key):
+        return "a control character"
+    if "\\" in key:
+        return "a backslash"
+    parts = key.split("/")
+    if any(part in (".", "..") for part in parts):
+        return "a '.' or '..' component"
+    if "" in parts[:-1]:
+        return "an empty component ('//')"
+    if size > MAX_KEY_BYTES:
+        return f"longer than {MAX_KEY_BYTES} bytes"
+    if any(len(part.encode()) > MAX_NAME_BYTES for part in parts):
+        return f"a component longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
 def check_key(key: str) -> str:
-    if not key or _BAD_KEY.search(key) or len(key.encode()) > MAX_KEY_BYTES:
-        raise UnsafeKey(key[:200], "unsafe object key (absolute, '..', control characters or too long)")
+    problem = key_problem(key)
+    if problem:
+        raise UnsafeKey(key, f"unsafe object key: {problem}")
     return key
+
+
+def printable_key(key: str, *, limit: int = 120) -> str:
+    """A key fit for one line of a log or a terminal: control characters escaped, long keys cut."""
+    shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in key)
+    return shown if len(shown) <= limit else f"{shown[:limit]}… ({len(key.encode('utf-8', 'surrogateescape'))} bytes)"
 
 
 class Store(ABC):

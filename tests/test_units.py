@@ -169,14 +169,23 @@ def test_syllable_share_tells_vietnamese_from_gibberish():
 
 
 @pytest.mark.parametrize(
-    "key",
-    ["../etc/passwd", "st/../../x", "/abs/path.tif", "st/b/\x00.tif", "st/b/a\nb.tif", "st//b.tif", "st/b/" + "x" * 1000, "a\\..\\b"],
-)
-def test_unsafe_object_keys_are_refused(key, tmp_path):
+    ("key", "problem"),
+    [
+        ("../etc/passwd", "'..' component"), ("st/../../x", "'..' component"), ("st/./b.tif", "'.' or '..' component"),
+        ("/abs/path.tif", "an absolute path"), ("st/b/\x00.tif", "a control character"),
+        ("st/b/a\nb.tif", "a control character"), ("st/b/\x7f.tif", "a control character"),
+        ("st//b.tif", "an empty component"), ("st/b/" + "x" * 1000, "longer than 900 bytes"),
+        ("st/" + "ả" * 100 + "/x.tif", "a component longer than 255 bytes"), ("a\\..\\b", "a backslash"),
+    ],
+)  # fmt: skip
+def test_unsafe_object_keys_are_refused(key, problem, tmp_path):
     from digitize.storage import LocalStore, UnsafeKey, check_key
 
-    with pytest.raises(UnsafeKey, match="unsafe object key"):
+    with pytest.raises(UnsafeKey, match="unsafe object key: ") as refused:
         check_key(key)
+    assert problem in str(refused.value)
+    # One printable line, whatever the key holds.
+    assert str(refused.value).isprintable() and len(str(refused.value)) < 250
     store = LocalStore(tmp_path / "store")
     with pytest.raises(UnsafeKey):
         store.put_bytes(key, b"x")
