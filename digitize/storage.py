@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipeline.errors import ConfigError, DigitizeError, InputError
+from pipeline.errors import ConfigError, DigitizeError, InputError, writing_to
 
 # Object keys come from station PCs and become paths in a work folder: nothing that could
 # climb out of a folder or hide, and nothing a file system (255 bytes a name) or S3 (1024
@@ -150,7 +150,8 @@ class LocalStore(Store):
         return found
 
     def download(self, key: str, dest: Path) -> None:
-        shutil.copyfile(self._path(key), dest)
+        with writing_to(dest.parent):
+            shutil.copyfile(self._path(key), dest)
 
     def upload(self, key: str, src: Path) -> None:
         target = self._path(key)
@@ -207,7 +208,7 @@ class S3Store(Store):
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
-        self._client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure)
+        self._client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, http_client=_http_client())
         from minio.error import S3Error
 
         try:
@@ -218,7 +219,9 @@ class S3Store(Store):
             # A least-privilege identity (a station may only write under its own prefix, see
             # deploy/minio-policies/) may not look at the bucket itself; its first object
             # request then says whether it may go on.
-            if not (isinstance(exc.__cause__, S3Error) and exc.__cause__.code == "AccessDenied"):
+            # BucketAlreadyOwnedByYou: another batch of this run made it first (or a server just
+            # restarted answered "no such bucket" a moment too early); it is there, which is the point.
+            if not (isinstance(exc.__cause__, S3Error) and exc.__cause__.code in ("AccessDenied", "BucketAlreadyOwnedByYou")):
                 raise
 
     def _name(self, key: str) -> str:
@@ -236,7 +239,8 @@ class S3Store(Store):
             return [StoredObject(o.object_name[cut:], o.size, o.last_modified) for o in objects if not o.is_dir]
 
     def download(self, key: str, dest: Path) -> None:
-        with self._errors(f"downloading {key}"):
+        # A full or read-only local disk is an OutputError naming it, not an S3 failure.
+        with self._errors(f"downloading {key}"), writing_to(dest.parent):
             self._client.fget_object(self.bucket, self._name(key), str(dest))
 
     def upload(self, key: str, src: Path) -> None:
@@ -277,6 +281,27 @@ class S3Store(Store):
     def delete(self, key: str) -> None:
         with self._errors(f"deleting {key}"):
             self._client.remove_object(self.bucket, self._name(key))
+
+
+# The SDK's own defaults wait 5 minutes to connect and for each answer, so an S3 that is down
+# or hung would hold a batch for half an hour. Requests fail fast instead, after a few quick
+# retries for a blip (urllib3 waits 0, 2, 4, 8 s); the task retries the batch after longer delays
+# (service.retry_delays_s). Read timeouts are per socket read, so large objects are not limited.
+CONNECT_TIMEOUT_S = 10
+READ_TIMEOUT_S = 120
+REQUEST_RETRIES = 4
+
+
+def _http_client():
+    """The SDK's connection pool with our timeouts and retries, and its usual TLS checks."""
+    import certifi
+    import urllib3
+
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S), maxsize=10,
+        cert_reqs="CERT_REQUIRED", ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=REQUEST_RETRIES, backoff_factor=1.0, backoff_max=8.0, status_forcelist=[500, 502, 503, 504]),
+    )  # fmt: skip
 
 
 class _s3_errors:
