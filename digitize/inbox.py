@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -13,13 +14,15 @@ from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from digitize.storage import MAX_NAME_BYTES, Store, StoredObject, key_problem, printable_key
+from digitize.storage import MAX_NAME_BYTES, StorageError, Store, StoredObject, key_problem, printable_key
 from pipeline.errors import InputError
 
 BATCH_MANIFEST = "batch.json"
 DONE_MARKER = "_done.json"
 CLAIMS = "_claims/"
 SCHEMA = "digitize.batch/1"
+
+log = logging.getLogger(__name__)
 
 
 class ManifestFile(BaseModel):
@@ -153,17 +156,33 @@ class Claim:
     def acquire(self) -> bool:
         if self.store.exists(self.prefix + DONE_MARKER):
             return False
-        self._write()
-        time.sleep(self.settle_s)
-        mine = self.store.stat(self.key)
-        claims = [c for c in self.store.list(self.prefix + CLAIMS) if (mine.modified - c.modified).total_seconds() < self.lease_s]
-        winner = min(claims, key=lambda c: (c.modified, c.key))
-        if winner.key != self.key or self.store.exists(self.prefix + DONE_MARKER):
-            self.store.delete(self.key)
+        try:
+            won = self._contest()
+        except BaseException:
+            # S3 failed mid-contest; the claim may have landed. Gone or abandoned, it must not
+            # outlive this attempt as a rival of the next one.
+            _delete_claim(self.store, self.key)
+            raise
+        if not won:
+            _delete_claim(self.store, self.key)
             return False
         self._heartbeat = threading.Thread(target=self._beat, daemon=True, name=f"claim {self.prefix}")
         self._heartbeat.start()
         return True
+
+    def _contest(self) -> bool:
+        self._write()
+        time.sleep(self.settle_s)
+        mine = self.store.stat(self.key)
+        live = [c for c in self.store.list(self.prefix + CLAIMS) if (mine.modified - c.modified).total_seconds() < self.lease_s]
+        # A claim this process gave up but could not delete (S3 was down) is not a rival: it is
+        # ours, from a failed attempt at this batch that is now being retried.
+        contenders = [c for c in live if c.key not in _ABANDONED]
+        for claim in live:
+            if claim.key in _ABANDONED:
+                _delete_claim(self.store, claim.key)
+        winner = min(contenders, key=lambda c: (c.modified, c.key))
+        return winner.key == self.key and not self.store.exists(self.prefix + DONE_MARKER)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.lease_s / 4):
@@ -173,7 +192,24 @@ class Claim:
                 continue
 
     def release(self) -> None:
+        """Stop renewing the claim and delete it. Never raises: a claim left behind expires with
+        its lease, and this process ignores it at once (see acquire)."""
         self._stop.set()
         if self._heartbeat:
             self._heartbeat.join()
-        self.store.delete(self.key)
+        _delete_claim(self.store, self.key)
+
+
+# Claims this process released but could not delete. Without this, a task retried after an S3
+# outage would lose its batch to its own earlier claim until the lease ran out, and report the
+# batch as claimed elsewhere.
+_ABANDONED: set[str] = set()
+
+
+def _delete_claim(store: Store, key: str) -> None:
+    try:
+        store.delete(key)
+        _ABANDONED.discard(key)
+    except StorageError as exc:  # the batch's own outcome matters, not its claim's clean-up
+        _ABANDONED.add(key)
+        log.warning("claim %s not deleted (%s); it expires with its lease", key, exc)
