@@ -27,7 +27,7 @@ from digitize.review import REJECTED, REVIEW_ITEM
 from digitize.storage import Store, key_problem, open_store, printable_key
 from pipeline import atomic
 from pipeline.batch import BatchReport, DocumentRecord, process_inputs
-from pipeline.errors import DigitizeError, InputError
+from pipeline.errors import DigitizeError, InputError, OutputError, writing_to
 from pipeline.settings import Settings
 from pipeline.split import DossierHint
 
@@ -43,9 +43,14 @@ def _transient(task, task_run, state) -> bool:
     return False
 
 
+# Retry delays are service.retry_delays_s (see nightly); jitter spreads the workers that one
+# S3 outage failed at the same moment, so they do not all come back at once.
+RETRY_JITTER = 0.5
+
+
 # No result caching: whether a batch is done is the inbox's done marker, not Prefect's memory.
 @task(
-    retries=3, retry_delay_seconds=[10, 30, 90], retry_condition_fn=_transient,
+    retry_condition_fn=_transient, retry_jitter_factor=RETRY_JITTER,
     task_run_name="batch {prefix}", cache_policy=NO_CACHE,
 )  # fmt: skip
 def process_batch(prefix: str, settings: Settings, jobs: int, audit: AuditLog) -> dict:
@@ -56,7 +61,10 @@ def process_batch(prefix: str, settings: Settings, jobs: int, audit: AuditLog) -
     if not claim.acquire():
         return {"batch": prefix, "state": "claimed elsewhere or done", "documents": [], "pages": 0}
     try:
-        with tempfile.TemporaryDirectory(prefix="digitize-batch-") as tmp:
+        work_dir = _work_dir(settings)
+        with writing_to(work_dir or tempfile.gettempdir()):
+            scratch = tempfile.TemporaryDirectory(prefix="digitize-batch-", dir=work_dir)
+        with scratch as tmp:
             return _process_claimed(prefix, inbox, archive, review, Path(tmp), settings, jobs, audit)
     except Exception as exc:
         audit.record("batch_failed", batch=prefix, error=str(exc))
@@ -123,7 +131,7 @@ def _process_claimed(
         hints.setdefault(hint.file, []).append(DossierHint(hint.code, hint.first_page, hint.last_page))
     out = tmp / "out"
     signer = load_record_signer(settings, os.environ)
-    report = process_inputs(inputs, out, settings, jobs=jobs, hints=hints, signer=signer) if inputs else BatchReport()
+    report = process_inputs(inputs, out, settings, jobs=jobs, hints=hints, signer=signer, work_dir=tmp) if inputs else BatchReport()
     archived, already_dossiers = _upload(report, prefix, manifest.scanned_at, archive, review, audit, tmp / "duplicates")
     _note_received(report, manifest, prefix, archived, already_dossiers, archive)
     rejected += [(r.input.name, r.input, r.reason.removeprefix(f"{r.input}: ")) for r in report.rejected]
@@ -310,6 +318,7 @@ def nightly(settings: Settings, jobs: int = 2) -> dict:
     """Process every complete batch in the inbox; publish a table per batch and a summary."""
     logger = get_run_logger()
     started = time.monotonic()
+    _check_work_dir(settings)
     inbox = open_store(settings.service.inbox, os.environ)
     states = scan_inbox(inbox, incomplete_after=timedelta(hours=settings.service.incomplete_after_h))
     # Complete batches; a bad batch.json, to be quarantined once; and a batch still missing listed
@@ -325,11 +334,13 @@ def nightly(settings: Settings, jobs: int = 2) -> dict:
     progress = create_progress_artifact(0.0, key="nightly-progress", description="Batches processed tonight")
     results, failures = [], []
     futures, first_with = {}, {}
+    delays = settings.service.retry_delays_s
+    batch_task = process_batch.with_options(retries=len(delays), retry_delay_seconds=delays or 0)
     for state in ready:
         checksums = {f.sha256 for f in state.manifest.files} if state.manifest else set()
         # A scan in two batches tonight is archived by the first; the second waits, then finds it archived.
         earlier = {id(f): f for c in checksums if (f := first_with.get(c)) is not None}
-        future = process_batch.submit(
+        future = batch_task.submit(
             state.prefix, settings, jobs, audit, wait_for=[allow_failure(f) for f in earlier.values()]
         )  # fmt: skip
         futures[future] = state
@@ -353,6 +364,23 @@ def nightly(settings: Settings, jobs: int = 2) -> dict:
             "waiting": [s.prefix for s in states if s.state == "waiting"],
             "incomplete": [s.prefix for s in states if s.state == "incomplete" and s.manifest is None],
             "refused": [f"{printable_key(s.prefix)}: {s.detail}" for s in states if s.state == "refused"]}  # fmt: skip
+
+
+def _work_dir(settings: Settings) -> Path | None:
+    """service.work_dir, or None for the system's temporary folder."""
+    return Path(settings.service.work_dir) if settings.service.work_dir else None
+
+
+def _check_work_dir(settings: Settings) -> None:
+    """Stop the night before any batch is claimed when the work folder cannot take a file."""
+    folder = _work_dir(settings) or Path(tempfile.gettempdir())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"digitize")
+            probe.flush()
+    except OSError as exc:
+        raise OutputError(f"service.work_dir {folder}: cannot write: {exc.strerror or exc}") from None
 
 
 def _apply_retention(inbox: Store, states: list[BatchState], settings: Settings) -> None:
