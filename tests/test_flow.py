@@ -15,45 +15,13 @@ from digitize.inbox import DONE_MARKER
 from digitize.storage import LocalStore, open_store
 from pipeline import atomic
 from tests.conftest import DIGITIZE
-from tests.s3server import WeedMini
+from tests.servicekit import batch_folder, digitize_cli, folder_env, service_env, snapshot
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = WeedMini(tmp_path_factory.mktemp("weed"))
-    server.start()
-    yield server
-    server.release()
-
-
-def _env(s3, tmp: Path, bucket: str) -> dict[str, str]:
-    return {
-        **os.environ, **s3.env,
-        "DIGITIZE_SERVICE_INBOX": f"s3://{bucket}-inbox", "DIGITIZE_SERVICE_ARCHIVE": f"s3://{bucket}-archive",
-        "DIGITIZE_SERVICE_REVIEW": f"s3://{bucket}-review", "DIGITIZE_SERVICE_CLAIM_SETTLE_S": "1.5",
-        "PREFECT_HOME": str(tmp / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200",
-    }  # fmt: skip
-
-
-def _digitize(env: dict, *args) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(DIGITIZE), *map(str, args)], capture_output=True, text=True, env=env, timeout=900)
-
-
-def _batch(folder: Path, *sources: Path) -> Path:
-    folder.mkdir(parents=True)
-    for source in sources:
-        shutil.copy(source, folder / source.name)
-    return folder
-
-
-def _snapshot(store) -> dict[str, tuple[int, str]]:
-    return {o.key: (o.size, o.modified.isoformat()) for o in store.list()}
-
-
 def test_five_batches_from_two_stations_land_exactly_once(s3, fixture_scans, tmp_path):
-    env = _env(s3, tmp_path, "night")
+    env = service_env(s3, tmp_path, "night")
     fx = fixture_scans
     batches = {
         ("dien-chau-01", "a"): [fx / "bitonal-g4-400dpi.tif", fx / "skew-6-200dpi.png"],
@@ -62,7 +30,7 @@ def test_five_batches_from_two_stations_land_exactly_once(s3, fixture_scans, tmp
         ("vinh-02", "d"): [fx / "turned-90-300dpi.png"],
     }
     for (station, name), sources in batches.items():
-        proc = _digitize(env, "drop", _batch(tmp_path / name, *sources), "--station", station)
+        proc = digitize_cli(env, "drop", batch_folder(tmp_path / name, *sources), "--station", station)
         assert proc.returncode == 0 and "dropped" in proc.stdout, proc.stderr
     # A fifth batch whose station stopped mid-upload: its page is there, batch.json is not.
     inbox = open_store(env["DIGITIZE_SERVICE_INBOX"], env)
@@ -70,7 +38,7 @@ def test_five_batches_from_two_stations_land_exactly_once(s3, fixture_scans, tmp
     shutil.copy(fx / "turned-180-400dpi.png", partial)
     inbox.upload("vinh-02/e-partial/turned-180-400dpi.png", partial)
 
-    first = _digitize(env, "run", "--jobs", "2")
+    first = digitize_cli(env, "run", "--jobs", "2")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "waiting: vinh-02/e-partial/" in first.stdout
     archive = open_store(env["DIGITIZE_SERVICE_ARCHIVE"], env)
@@ -91,10 +59,10 @@ def test_five_batches_from_two_stations_land_exactly_once(s3, fixture_scans, tmp
     assert len([o for o in inbox.list() if o.key.endswith((".tif", ".png", ".pdf"))]) == 6
 
     stores = {name: open_store(env[f"DIGITIZE_SERVICE_{name.upper()}"], env) for name in ("archive", "review")}
-    before = {name: _snapshot(store) for name, store in stores.items()}
-    second = _digitize(env, "run", "--jobs", "2")
+    before = {name: snapshot(store) for name, store in stores.items()}
+    second = digitize_cli(env, "run", "--jobs", "2")
     assert second.returncode == 0, second.stderr
-    assert {name: _snapshot(store) for name, store in stores.items()} == before
+    assert {name: snapshot(store) for name, store in stores.items()} == before
 
     # The S3 secret appears nowhere: not in output, objects, or Prefect's database and logs.
     secret = env["MINIO_SECRET_KEY"].encode()
@@ -108,11 +76,11 @@ def test_five_batches_from_two_stations_land_exactly_once(s3, fixture_scans, tmp
 
 
 def test_two_runs_at_once_produce_each_dossier_once(s3, fixture_scans, tmp_path):
-    env = _env(s3, tmp_path, "race")
+    env = service_env(s3, tmp_path, "race")
     for station, name, source in (
         ("st-a", "one", "bitonal-g4-400dpi.tif"), ("st-a", "two", "no-dpi.png"), ("st-b", "three", "skew-6-200dpi.png"),
     ):  # fmt: skip
-        assert _digitize(env, "drop", _batch(tmp_path / name, fixture_scans / source), "--station", station).returncode == 0
+        assert digitize_cli(env, "drop", batch_folder(tmp_path / name, fixture_scans / source), "--station", station).returncode == 0
     runs = []
     for n in (1, 2):
         run_env = {**env, "PREFECT_HOME": str(tmp_path / f"prefect-{n}")}
@@ -142,7 +110,7 @@ def test_nightly_flow_publishes_the_dashboard_artifacts(fixture_scans, tmp_path)
         "service.inbox": str(tmp_path / "inbox"), "service.archive": str(tmp_path / "archive"),
         "service.review": str(tmp_path / "review"), "service.claim_settle_s": 0.0,
     })  # fmt: skip
-    drop(_batch(tmp_path / "b", fixture_scans / "bitonal-g4-400dpi.tif"), LocalStore(tmp_path / "inbox"), station="st", operator="test")
+    drop(batch_folder(tmp_path / "b", fixture_scans / "bitonal-g4-400dpi.tif"), LocalStore(tmp_path / "inbox"), station="st", operator="test")
     with prefect_test_harness():
         result = nightly(settings, 1)
         assert len(result["processed"]) == 1
@@ -163,22 +131,18 @@ def test_nightly_flow_publishes_the_dashboard_artifacts(fixture_scans, tmp_path)
 def test_staff_review_replace_and_approve_a_flagged_dossier(fixture_scans, tmp_path):
     """A drawing goes to manual review; staff swap in a re-scan, approve it, and every act is recorded."""
     repo = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DIGITIZE_SERVICE_INBOX": str(tmp_path / "inbox"), "DIGITIZE_SERVICE_ARCHIVE": str(tmp_path / "archive"),
-        "DIGITIZE_SERVICE_REVIEW": str(tmp_path / "review"), "DIGITIZE_SERVICE_CLAIM_SETTLE_S": "0", "COLUMNS": "200",
-    }  # fmt: skip
-    batch = _batch(tmp_path / "plans", repo / "sample_scans" / "ban-ve-a3-200dpi.jpg")
-    assert _digitize(env, "drop", batch, "--station", "st").returncode == 0
-    assert _digitize(env, "run", "--jobs", "1").returncode == 0
-    listing = _digitize(env, "review", "list")
+    env = folder_env(tmp_path)
+    batch = batch_folder(tmp_path / "plans", repo / "sample_scans" / "ban-ve-a3-200dpi.jpg")
+    assert digitize_cli(env, "drop", batch, "--station", "st").returncode == 0
+    assert digitize_cli(env, "run", "--jobs", "1").returncode == 0
+    listing = digitize_cli(env, "review", "list")
     assert "ban-ve-a3-200dpi" in listing.stdout and "technical_drawing" in listing.stdout, listing.stdout
 
-    shown = _digitize(env, "review", "show", "ban-ve-a3-200dpi", "--to", tmp_path / "look")
+    shown = digitize_cli(env, "review", "show", "ban-ve-a3-200dpi", "--to", tmp_path / "look")
     assert shown.returncode == 0 and (tmp_path / "look" / "ban-ve-a3-200dpi" / "reasons.json").exists()
 
     rescan = fixture_scans / "bitonal-g4-400dpi.tif"
-    replaced = _digitize(env, "review", "replace", "ban-ve-a3-200dpi", rescan, "--pages", "1", "--by", "Nguyễn Thị Lan")
+    replaced = digitize_cli(env, "review", "replace", "ban-ve-a3-200dpi", rescan, "--pages", "1", "--by", "Nguyễn Thị Lan")
     assert replaced.returncode == 0, replaced.stderr
     review = LocalStore(tmp_path / "review")
     (item_pdf,) = [o.key for o in review.list() if o.key.endswith("/ban-ve-a3-200dpi.pdf") and "/previous/" not in o.key]
@@ -194,7 +158,7 @@ def test_staff_review_replace_and_approve_a_flagged_dossier(fixture_scans, tmp_p
     assert manifest["replacements"][0]["by"] == "Nguyễn Thị Lan"
     assert manifest["output"]["pdf_sha256"] == atomic.sha256_file(local)
 
-    approved = _digitize(env, "review", "approve", "ban-ve-a3-200dpi", "--by", "Trần Văn Hùng")
+    approved = digitize_cli(env, "review", "approve", "ban-ve-a3-200dpi", "--by", "Trần Văn Hùng")
     assert approved.returncode == 0, approved.stderr
     archive = LocalStore(tmp_path / "archive")
     archived = [o.key for o in archive.list() if o.key.endswith("ban-ve-a3-200dpi.pdf")]
@@ -202,7 +166,7 @@ def test_staff_review_replace_and_approve_a_flagged_dossier(fixture_scans, tmp_p
     actions = [json.loads(review.read_bytes(o.key)) for o in review.list(prefix + "actions/")]
     assert sorted((a["action"], a["by"]) for a in actions) == [("approve", "Trần Văn Hùng"), ("replace", "Nguyễn Thị Lan")]
     assert review.exists(item_pdf), "nothing in the review area is deleted"
-    assert "ban-ve-a3-200dpi" not in _digitize(env, "review", "list").stdout
+    assert "ban-ve-a3-200dpi" not in digitize_cli(env, "review", "list").stdout
 
 
 def test_retention_removes_only_old_originals_and_keeps_the_batch_record(tmp_path):
@@ -230,14 +194,10 @@ def test_retention_removes_only_old_originals_and_keeps_the_batch_record(tmp_pat
 
 
 def test_bad_files_are_quarantined_and_the_rest_of_the_batch_proceeds(fixture_scans, tmp_path):
-    env = {
-        **os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DIGITIZE_SERVICE_INBOX": str(tmp_path / "inbox"), "DIGITIZE_SERVICE_ARCHIVE": str(tmp_path / "archive"),
-        "DIGITIZE_SERVICE_REVIEW": str(tmp_path / "review"), "DIGITIZE_SERVICE_CLAIM_SETTLE_S": "0", "COLUMNS": "200",
-    }  # fmt: skip
-    batch = _batch(tmp_path / "desk", fixture_scans / "bitonal-g4-400dpi.tif", fixture_scans / "no-dpi.png")
+    env = folder_env(tmp_path)
+    batch = batch_folder(tmp_path / "desk", fixture_scans / "bitonal-g4-400dpi.tif", fixture_scans / "no-dpi.png")
     (batch / "empty.tif").write_bytes(b"")
-    assert _digitize(env, "drop", batch, "--station", "st").returncode == 0
+    assert digitize_cli(env, "drop", batch, "--station", "st").returncode == 0
     inbox = LocalStore(tmp_path / "inbox")
     (manifest_key,) = [o.key for o in inbox.list() if o.key.endswith("batch.json")]
     manifest = json.loads(inbox.read_bytes(manifest_key))
@@ -247,7 +207,7 @@ def test_bad_files_are_quarantined_and_the_rest_of_the_batch_proceeds(fixture_sc
     inbox.put_bytes(manifest_key, json.dumps(manifest).encode())
     originals = {o.key: inbox.read_bytes(o.key) for o in inbox.list()}
 
-    run = _digitize(env, "run", "--jobs", "1")
+    run = digitize_cli(env, "run", "--jobs", "1")
     assert run.returncode == 0, run.stderr
     assert "no-dpi.png: checksum does not match batch.json" in run.stderr
     assert "empty.tif: file is empty (0 bytes)" in run.stderr
