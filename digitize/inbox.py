@@ -20,6 +20,7 @@ from pipeline.errors import InputError
 BATCH_MANIFEST = "batch.json"
 DONE_MARKER = "_done.json"
 CLAIMS = "_claims/"
+ALIVE = ".alive"  # a claim's heartbeat, beside it
 SCHEMA = "digitize.batch/1"
 
 log = logging.getLogger(__name__)
@@ -135,10 +136,12 @@ def _judge(store: Store, prefix: str, objects: dict[str, StoredObject], now: dat
 class Claim:
     """Owning a batch, exactly once across runs and machines, on any store.
 
-    Each claimant writes its own claim object, waits for concurrent claims to land,
-    and the earliest live claim (by the store's own clock, then key) wins. A live
-    claim is renewed by a heartbeat; one not renewed within the lease belongs to a
-    run that died, and is ignored, so a crashed batch is taken up again.
+    Each claimant writes its own claim object once, waits for concurrent claims to land,
+    and the earliest live claim (by the store's own clock, then key) wins. The heartbeat
+    renews a separate `.alive` object, so the claim's own time never moves: a holder's
+    beat during a newcomer's settle window cannot make the newcomer look earlier. A claim
+    whose last sign of life is older than the lease belongs to a run that died, and is
+    ignored, so a crashed batch is taken up again.
     """
 
     def __init__(self, store: Store, prefix: str, *, lease_s: float, settle_s: float) -> None:
@@ -146,12 +149,13 @@ class Claim:
         self.lease_s, self.settle_s = lease_s, settle_s
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         self.key = f"{prefix}{CLAIMS}{stamp}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.alive_key = self.key + ALIVE
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
-    def _write(self) -> None:
+    def _write(self, key: str) -> None:
         body = {"host": socket.gethostname(), "pid": os.getpid(), "at": datetime.now(timezone.utc).isoformat()}
-        self.store.put_bytes(self.key, json.dumps(body).encode())
+        self.store.put_bytes(key, json.dumps(body).encode())
 
     def acquire(self) -> bool:
         if self.store.exists(self.prefix + DONE_MARKER):
@@ -171,10 +175,17 @@ class Claim:
         return True
 
     def _contest(self) -> bool:
-        self._write()
+        self._write(self.key)
         time.sleep(self.settle_s)
         mine = self.store.stat(self.key)
-        live = [c for c in self.store.list(self.prefix + CLAIMS) if (mine.modified - c.modified).total_seconds() < self.lease_s]
+        objects = {o.key: o for o in self.store.list(self.prefix + CLAIMS)}
+        claims = [o for key, o in objects.items() if not key.endswith(ALIVE)]
+
+        def last_sign_of_life(claim: StoredObject) -> datetime:
+            beat = objects.get(claim.key + ALIVE)
+            return max(claim.modified, beat.modified) if beat else claim.modified
+
+        live = [c for c in claims if (mine.modified - last_sign_of_life(c)).total_seconds() < self.lease_s]
         # A claim this process gave up but could not delete (S3 was down) is not a rival: it is
         # ours, from a failed attempt at this batch that is now being retried.
         contenders = [c for c in live if c.key not in _ABANDONED]
@@ -187,7 +198,7 @@ class Claim:
     def _beat(self) -> None:
         while not self._stop.wait(self.lease_s / 4):
             try:
-                self._write()
+                self._write(self.alive_key)
             except Exception:  # a missed beat only shortens the lease; the next may land
                 continue
 
@@ -208,6 +219,8 @@ _ABANDONED: set[str] = set()
 
 def _delete_claim(store: Store, key: str) -> None:
     try:
+        if store.exists(key + ALIVE):
+            store.delete(key + ALIVE)
         store.delete(key)
         _ABANDONED.discard(key)
     except StorageError as exc:  # the batch's own outcome matters, not its claim's clean-up

@@ -224,3 +224,25 @@ def test_an_archived_record_is_never_overwritten(tmp_path):
     with pytest.raises(ReviewError, match="never overwritten"):
         approve(review, archive, item("st/b/"), by="test")
     assert archive.read_bytes(f"2026/11/{code}-2.json") == b'{"n": 1}'
+
+
+def test_a_holders_heartbeat_during_a_newcomers_settle_window_does_not_hand_over_the_batch(tmp_path):
+    """The claim's own time never moves: only its `.alive` beside it is renewed."""
+    import threading
+
+    from digitize.inbox import Claim
+    from digitize.storage import LocalStore
+
+    store = LocalStore(tmp_path / "inbox")
+    holder = Claim(store, "st/b/", lease_s=300, settle_s=0)
+    assert holder.acquire()
+    try:
+        newcomer = Claim(store, "st/b/", lease_s=300, settle_s=0.3)
+        beat = threading.Timer(0.1, holder._write, args=(holder.alive_key,))  # the holder's beat lands mid-settle
+        beat.start()
+        assert not newcomer.acquire(), "the batch's holder must keep it"
+        beat.join()
+        assert store.exists(holder.alive_key)
+    finally:
+        holder.release()
+    assert store.list("st/b/") == [], "a released claim leaves neither itself nor its heartbeat"
