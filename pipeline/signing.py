@@ -90,11 +90,9 @@ def sign_record(unsigned: Path, out: Path, *, signer: RecordSigner, code: str) -
             _add_invisible_field(writer)
             try:
                 signers.PdfSigner(meta, signer.signer, timestamper=signer.timestamper).sign_pdf(writer, output=dst)
-            except OSError as exc:
-                if exc.errno in _DISK_ERRORS:
-                    raise
-                raise SigningError(f"{out.name}: cannot sign: {exc}") from None
             except Exception as exc:  # pyHanko raises many types: token, TSA and CMS errors alike
+                if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+                    raise
                 raise SigningError(f"{out.name}: cannot sign: {exc}") from None
             dst.flush()
             os.fsync(dst.fileno())
