@@ -43,6 +43,7 @@ bench: setup
 	$(BIN)/python bench/bench_split.py $(if $(wildcard ../shared/corpus/drawings),--corpus-drawings ../shared/corpus/drawings)
 	$(BIN)/python bench/bench_flow.py
 	$(BIN)/python bench/bench_load.py
+	$(BIN)/python bench/bench_signing.py
 
 samples: setup
 	$(BIN)/python sample_scans/make_samples.py
