@@ -88,7 +88,7 @@ def test_text_layer_reads_back_per_page(processed, truth):
 def test_manifest_records_what_drove_each_decision(processed, fixture_scans):
     out, _ = processed
     manifest = _manifest(out, "scanner.pdf")
-    assert manifest["schema"] == "digitize.record/2"
+    assert manifest["schema"] == "digitize.record/3"
     assert manifest["source"]["sha256"] == hashlib.sha256((fixture_scans / "scanner.pdf").read_bytes()).hexdigest()
     assert manifest["output"]["pdf_sha256"] == hashlib.sha256(_record(out, "scanner.pdf").read_bytes()).hexdigest()
     assert {m["name"] for m in manifest["ocr"]["models"]} >= {"vie.traineddata", "eng.traineddata", "digitize.config"}

@@ -192,6 +192,7 @@ def test_with_a_timestamp_server_the_signature_is_pades_b_t(test_ca, fixture_sca
                                extra=("--set", f'signing.timestamp_url="{tsa.url}"'))  # fmt: skip
     finally:
         tsa.shutdown()
+        tsa.server_close()  # else its socket is collected later, with a warning, inside another test
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert tsa.requests >= 1  # pyHanko asks once more to size the signature
     (manifest_path,) = (tmp_path / "out" / "records").glob("*.json")
