@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import tempfile
@@ -18,11 +17,9 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.timestamps import TimeStamper
 
 from pipeline import atomic
-from pipeline.errors import DigitizeError, OutputError
+from pipeline.errors import DISK_ERRNOS, DigitizeError, OutputError
 
 FIELD_NAME = "AgencySignature"
-# Failures of our own disk while writing the signed copy, as opposed to the token's or the network's.
-_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO}
 
 
 class SigningError(DigitizeError):
@@ -91,8 +88,8 @@ def sign_record(unsigned: Path, out: Path, *, signer: RecordSigner, code: str) -
             try:
                 signers.PdfSigner(meta, signer.signer, timestamper=signer.timestamper).sign_pdf(writer, output=dst)
             except Exception as exc:  # pyHanko raises many types: token, TSA and CMS errors alike
-                if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
-                    raise
+                if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+                    raise  # our own disk, not the token's or the network's fault
                 raise SigningError(f"{out.name}: cannot sign: {exc}") from None
             dst.flush()
             os.fsync(dst.fileno())
