@@ -1,7 +1,5 @@
 """The nightly flow: claim each complete batch once and hand it to digitize.batchjob; artifacts and retention."""
 
-from __future__ import annotations
-
 import json
 import os
 import tempfile
