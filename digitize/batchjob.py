@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from digitize.archive import Placement, note_received, place, received
 from digitize.audit import AuditLog
 from digitize.inbox import BATCH_MANIFEST, DONE_MARKER, parse_manifest
 from digitize.keys import load_record_signer
+from digitize.night import BatchOutcome, BatchResult, DossierRow
 from digitize.review import REJECTED, REVIEW_ITEM
 from digitize.storage import Store, key_problem, printable_key
 from pipeline import atomic
@@ -23,8 +25,9 @@ from pipeline.split import DossierHint
 
 
 def run_claimed_batch(
-    prefix: str, inbox: Store, archive: Store, review: Store, tmp: Path, settings: Settings, jobs: int, audit: AuditLog
-) -> dict:
+    prefix: str, inbox: Store, archive: Store, review: Store, tmp: Path, settings: Settings, jobs: int, audit: AuditLog,
+    *, on_pages: Callable[[int], None] | None = None,
+) -> BatchResult:
     """Archive what can be, quarantine what cannot with its reason, and mark the batch done.
 
     What a records office needs from a batch that is not all there or not all good:
@@ -79,7 +82,10 @@ def run_claimed_batch(
         hints.setdefault(hint.file, []).append(DossierHint(hint.code, hint.first_page, hint.last_page))
     out = tmp / "out"
     signer = load_record_signer(settings, os.environ)
-    report = process_inputs(inputs, out, settings, jobs=jobs, hints=hints, signer=signer, work_dir=tmp) if inputs else BatchReport()
+    report = (
+        process_inputs(inputs, out, settings, jobs=jobs, hints=hints, signer=signer, work_dir=tmp, on_pages=on_pages)
+        if inputs else BatchReport()
+    )  # fmt: skip
     archived, already_dossiers = _upload(report, prefix, manifest.scanned_at, archive, review, audit, tmp / "duplicates")
     _note_received(report, manifest, prefix, archived, already_dossiers, archive)
     rejected += [(r.input.name, r.input, r.reason.removeprefix(f"{r.input}: ")) for r in report.rejected]
@@ -95,7 +101,7 @@ def run_claimed_batch(
     # The done marker goes last: it is what makes a rerun skip this batch.
     inbox.put_bytes(prefix + DONE_MARKER, json.dumps(done, indent=2, ensure_ascii=False).encode())
     audit.record("batch_done", batch=prefix, dossiers=len(report.documents), rejected=len(quarantined))
-    return _summary(prefix, report, archived, quarantined, already + already_dossiers)
+    return _summary(prefix, manifest.station, report, archived, quarantined, already + already_dossiers)
 
 
 def _reject_batch(prefix: str, raw: bytes, reason: str, inbox: Store, review: Store, audit: AuditLog) -> dict:
@@ -117,10 +123,7 @@ def _reject_batch(prefix: str, raw: bytes, reason: str, inbox: Store, review: St
         "objects": [], "rejected": [record],
     }  # fmt: skip
     inbox.put_bytes(prefix + DONE_MARKER, json.dumps(done, indent=2, ensure_ascii=False).encode())
-    return {
-        "batch": prefix, "state": "rejected", "documents": [], "pages": 0, "flags": {},
-        "rejected": [f"{BATCH_MANIFEST}: {reason}"], "already_archived": [],
-    }  # fmt: skip
+    return BatchResult(batch=prefix, station=prefix.split("/", 1)[0], outcome=BatchOutcome.REJECTED, rejected=[f"{BATCH_MANIFEST}: {reason}"])
 
 
 def _quarantine(rejected: list[tuple[str, Path | None, str]], prefix: str, review: Store) -> list[dict]:
@@ -229,7 +232,9 @@ def _duplicate_item(doc: DocumentRecord, placement: Placement, work: Path) -> Pa
     return folder
 
 
-def _summary(prefix: str, report: BatchReport, archived: list[dict], quarantined: list[dict], already: list[dict]) -> dict:
+def _summary(
+    prefix: str, station: str, report: BatchReport, archived: list[dict], quarantined: list[dict], already: list[dict]
+) -> BatchResult:
     rows = []
     flags = dict(report.flag_counts())
     for doc in report.documents:
@@ -239,18 +244,15 @@ def _summary(prefix: str, report: BatchReport, archived: list[dict], quarantined
         if pdf and pdf["store"] == "review" and not doc.flags:
             doc_flags = ["duplicate_code"]
             flags["duplicate_code"] = flags.get("duplicate_code", 0) + 1
-        rows.append({
-            "dossier": doc.code or doc.name, "pages": doc.pages,
-            "flags": ", ".join(doc_flags) or ("already archived" if found else "none"),
-            "mean OCR confidence": doc.mean_confidence, "output": pdf["key"] if pdf else found,
-        })  # fmt: skip
-    return {
-        "batch": prefix, "state": "done", "documents": rows,
-        "pages": sum(d.pages + len(d.removed_blank_pages) for d in report.documents),
-        "flags": dict(sorted(flags.items())), "rejected": [f"{q['input']}: {q['reason']}" for q in quarantined],
-        "already_archived": [
+        where = f"{pdf['store']}: {pdf['key']}" if pdf else f"already archived: {found}"
+        rows.append(DossierRow(dossier=doc.code or doc.name, pages=doc.pages, flags=doc_flags, where=where, mean_ocr_confidence=doc.mean_confidence))
+    return BatchResult(
+        batch=prefix, station=station, outcome=BatchOutcome.DONE, dossiers=rows,
+        pages=sum(d.pages + len(d.removed_blank_pages) for d in report.documents),
+        flags=dict(sorted(flags.items())), rejected=[f"{q['input']}: {q['reason']}" for q in quarantined],
+        already_archived=[
             f"{a['input']}: same scan as {a['same_as']}, archived then" if "same_as" in a
             else f"{a['input']}: dossier {a['dossier']} is archived as {a['key']} from the same pages"
             for a in already
         ],
-    }  # fmt: skip
+    )  # fmt: skip

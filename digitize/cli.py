@@ -203,43 +203,92 @@ def run_command(
     archive: Annotated[str | None, typer.Option(help="Archive location.")] = None,
     review: Annotated[str | None, typer.Option(help="Manual-review location.")] = None,
     jobs: Annotated[int, typer.Option(help="Pages processed at once (one Tesseract each).", min=1)] = os.cpu_count() or 1,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for batches other live runs hold (default), or exit 75.")] = True,
     config: ConfigOption = None,
     set_: SetOption = None,
 ) -> None:
     """Process the inbox now: every complete batch, exactly once, into the archive."""
+    from digitize.night import BatchOutcome, NightReport
+
     try:
         settings = _settings(config, set_, {"service.inbox": inbox, "service.archive": archive, "service.review": review})
         from flows.nightly import nightly
 
-        result = nightly(settings, jobs)
+        state = nightly(settings, jobs, wait_for_held=wait, return_state=True)
+        report = state.result(raise_on_failure=False)
+        if isinstance(report, BaseException):  # the night stopped before its report (a bad setting, S3 down)
+            raise report
     except DigitizeError as exc:
         raise _fail(exc) from None
-    table = Table("batch", "dossiers", "pages", "flags", title="Batches processed", title_justify="left")
-    for batch in result["processed"]:
-        table.add_row(batch["batch"], str(len(batch["documents"])), str(batch["pages"]),
-                      ", ".join(f"{k} {v}" for k, v in batch["flags"].items()) or "-")  # fmt: skip
+    assert isinstance(report, NightReport)
+    table = Table("batch", "station", "dossiers", "pages", "flags", title="Batches processed", title_justify="left")
+    table.columns[0].no_wrap = True
+    for batch in report.handled:
+        table.add_row(batch.batch, batch.station, str(len(batch.dossiers)), str(batch.pages),
+                      ", ".join(f"{k} {v}" for k, v in batch.flags.items()) or "-")  # fmt: skip
     console.print(table)
-    for batch in result["processed"]:
-        for reason in batch["rejected"]:
-            errors.print(f"[red]rejected:[/red] {escape(batch['batch'] + reason)} (see rejected/ in the review area)", highlight=False, soft_wrap=True)
-        for line in batch.get("already_archived", []):
-            console.print(f"already archived: {escape(batch['batch'] + line)}", highlight=False, soft_wrap=True)
-    for prefix in result["waiting"]:
-        console.print(f"waiting: {prefix} (not complete yet)")
-    for prefix in result["incomplete"]:
-        console.print(f"[yellow]incomplete:[/yellow] {prefix}")
-    for refusal in result.get("refused", []):
-        errors.print(f"[red]refused:[/red] {escape(refusal)}", highlight=False, soft_wrap=True)
+    for batch in report.handled:
+        for reason in batch.rejected:
+            errors.print(f"[red]rejected:[/red] {escape(batch.batch + reason)} (see rejected/ in the review area)", highlight=False, soft_wrap=True)
+        for line in batch.already_archived:
+            console.print(f"already archived: {escape(batch.batch + line)}", highlight=False, soft_wrap=True)
+    for queued in report.queue:
+        if queued.state == "waiting":
+            console.print(f"waiting: {escape(queued.batch)} (not complete yet: {escape(queued.detail)})", highlight=False, soft_wrap=True)
+        elif queued.state == "refused":
+            errors.print(f"[red]refused:[/red] {escape(queued.batch)}: {escape(queued.detail)}", highlight=False, soft_wrap=True)
+        elif queued.state != "claimed":
+            console.print(f"[yellow]{queued.state}:[/yellow] {escape(queued.batch)}: {escape(queued.detail)}", highlight=False, soft_wrap=True)
     console.print(f"archive: {settings.service.archive}   manual review: {settings.service.review}")
     api = os.environ.get("PREFECT_API_URL")
     if api:
         console.print(f"dashboard: {api.removesuffix('/api')} (flow runs, artifacts)")
     else:
         console.print("dashboard: run `prefect server start` and open http://127.0.0.1:4200 (flow runs, artifacts)")
-    for failure in result["failures"]:
-        errors.print(f"[red]failed:[/red] {failure}", highlight=False, soft_wrap=True)
-    if result["failures"]:
-        raise typer.Exit(75)
+    for batch in report.batches:
+        if batch.outcome == BatchOutcome.FAILED:
+            errors.print(f"[red]failed:[/red] {escape(batch.batch)}: {escape(batch.detail)}", highlight=False, soft_wrap=True)
+        elif batch.outcome == BatchOutcome.HELD:
+            errors.print(f"[yellow]not taken:[/yellow] {escape(batch.batch)}: {escape(batch.detail)}", highlight=False, soft_wrap=True)
+    console.print(f"{report.outcome}: {escape(report.message())}", highlight=False, soft_wrap=True)
+    failed = [b.exit_code or 75 for b in report.batches if b.outcome == BatchOutcome.FAILED]
+    if failed:
+        raise typer.Exit(max(failed))
+    if any(b.outcome == BatchOutcome.HELD for b in report.batches):
+        raise typer.Exit(75)  # --no-wait: ready batches were left to their holders
+
+
+@app.command("status")
+def status_command(
+    inbox: Annotated[str | None, typer.Option(help="Inbox location (default from config).")] = None,
+    archive: Annotated[str | None, typer.Option(help="Archive location.")] = None,
+    review: Annotated[str | None, typer.Option(help="Manual-review location.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Every batch in the inbox and its state, what waits for a person, and the last night's outcome."""
+    from digitize.night import duration
+    from digitize.status import service_status
+
+    try:
+        settings = _settings(config, None, {"service.inbox": inbox, "service.archive": archive, "service.review": review})
+        status = service_status(settings, os.environ)
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        print(status.model_dump_json(indent=2))
+        return
+    table = Table("station", "batch", "state", "age", "detail", title=f"Inbox {settings.service.inbox}", title_justify="left")
+    table.columns[1].no_wrap = True
+    for batch in status.batches:
+        table.add_row(batch.station, batch.batch, batch.state, duration(batch.age_s), batch.detail)
+    console.print(table)
+    console.print(f"review: {status.review.open} dossiers open; quarantine: {status.quarantine.files} inputs")
+    last = status.last_night
+    if last is None:
+        console.print("last night: no night has run yet")
+    else:
+        console.print(f"last night: {last.outcome} at {last.started:%Y-%m-%d %H:%M} UTC: {escape(last.message)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 from datetime import datetime, timedelta, timezone
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -31,6 +32,7 @@ class ManifestFile(BaseModel):
     name: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
+    pages: int | None = Field(default=None, ge=1)  # counted by `digitize drop`; progress is shown in pages
 
     @field_validator("name")
     @classmethod
@@ -85,12 +87,42 @@ def parse_manifest(data: bytes, where: str) -> BatchManifest:
         raise InputError(where, f"bad batch manifest: {field}: {message}") from None
 
 
+class Readiness(StrEnum):
+    """Where a batch stands in the inbox, as seen by one listing."""
+
+    READY = "ready"  # batch.json and every file it lists are there
+    WAITING = "waiting"  # still arriving
+    INCOMPLETE = "incomplete"  # still not all there after service.incomplete_after_h
+    INVALID = "invalid"  # batch.json cannot be used; the next run quarantines it
+    DONE = "done"
+    REFUSED = "refused"  # under an unsafe key: nothing is read
+
+
 @dataclass(frozen=True)
 class BatchState:
     prefix: str  # "<station>/<batch>/"
-    state: str  # ready, waiting, incomplete, done, invalid, refused
+    state: Readiness
     detail: str
     manifest: BatchManifest | None = None
+    # The oldest object's time: when the batch began to arrive.
+    since: datetime | None = None
+    # The claims under the batch, each with its last sign of life.
+    claims: tuple[tuple[str, datetime], ...] = ()
+
+    @property
+    def station(self) -> str:
+        return self.manifest.station if self.manifest else self.prefix.split("/", 1)[0]
+
+    @property
+    def takeable(self) -> bool:
+        """A run takes it up: complete, to be quarantined, or overdue with what did arrive."""
+        return self.state in (Readiness.READY, Readiness.INVALID) or (
+            self.state == Readiness.INCOMPLETE and self.manifest is not None
+        )
+
+    def live_claims(self, now: datetime, lease_s: float) -> int:
+        """Claims renewed within the lease: runs that may be working on the batch."""
+        return sum((now - last).total_seconds() < lease_s for _, last in self.claims)
 
 
 def scan_inbox(store: Store, *, incomplete_after: timedelta, now: datetime | None = None) -> list[BatchState]:
@@ -113,24 +145,80 @@ def _judge(store: Store, prefix: str, objects: dict[str, StoredObject], now: dat
     problem = key_problem(prefix + BATCH_MANIFEST)
     if problem:
         # Nothing can be read, claimed or marked under such a prefix; a person must remove it.
-        return BatchState(prefix, "refused", f"unsafe object key: {problem}; nothing under it is read")
+        return BatchState(prefix, Readiness.REFUSED, f"unsafe object key: {problem}; nothing under it is read")
+    since = min(o.modified for o in objects.values())
+    claims = _claims(objects)
     if DONE_MARKER in objects:
-        return BatchState(prefix, "done", "processed")
-    oldest = min(o.modified for o in objects.values())
-    late = now - oldest > incomplete_after
+        return BatchState(prefix, Readiness.DONE, "processed", since=since)
+    late = now - since > incomplete_after
     if BATCH_MANIFEST not in objects:
         if late:
-            return BatchState(prefix, "incomplete", f"no {BATCH_MANIFEST} after {now - oldest}")
-        return BatchState(prefix, "waiting", f"no {BATCH_MANIFEST} yet")
+            return BatchState(prefix, Readiness.INCOMPLETE, f"no {BATCH_MANIFEST} after {now - since}", since=since, claims=claims)
+        return BatchState(prefix, Readiness.WAITING, f"no {BATCH_MANIFEST} yet", since=since, claims=claims)
     try:
         manifest = parse_manifest(store.read_bytes(prefix + BATCH_MANIFEST), f"{store.url}/{prefix}{BATCH_MANIFEST}")
     except InputError as exc:
-        return BatchState(prefix, "invalid", exc.reason)
+        return BatchState(prefix, Readiness.INVALID, exc.reason, since=since, claims=claims)
     missing = [f.name for f in manifest.files if f.name not in objects or objects[f.name].size != f.bytes]
     if missing:
-        state = "incomplete" if late else "waiting"
-        return BatchState(prefix, state, f"{len(missing)} listed files missing or of the wrong size: {', '.join(missing[:5])}", manifest)
-    return BatchState(prefix, "ready", f"{len(manifest.files)} files", manifest)
+        state = Readiness.INCOMPLETE if late else Readiness.WAITING
+        detail = f"{len(missing)} listed files missing or of the wrong size: {', '.join(missing[:5])}"
+        return BatchState(prefix, state, detail, manifest, since=since, claims=claims)
+    return BatchState(prefix, Readiness.READY, f"{len(manifest.files)} files", manifest, since=since, claims=claims)
+
+
+def _claims(objects: dict[str, StoredObject]) -> tuple[tuple[str, datetime], ...]:
+    """Each claim's key and its last sign of life (the claim, or its heartbeat if later)."""
+    found = []
+    for name, obj in objects.items():
+        if name.startswith(CLAIMS) and not name.endswith(ALIVE):
+            beat = objects.get(name + ALIVE)
+            found.append((obj.key, max(obj.modified, beat.modified) if beat else obj.modified))
+    return tuple(sorted(found))
+
+
+@dataclass(frozen=True)
+class ClaimHolder:
+    """Who holds a batch, for the night's report: a run elsewhere, and how long its lease still runs."""
+
+    host: str
+    pid: int
+    since: str
+    lease_left_s: float
+
+    def __str__(self) -> str:
+        return f"held by {self.host} pid {self.pid} since {self.since}; its lease runs out in {self.lease_left_s:.0f} s unless renewed"
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time since boot, in clock ticks, or None when there is no such process.
+
+    With the boot id it tells this process from a later one that was given the same pid."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()[19]
+
+
+def _gone(body: dict) -> bool:
+    """Whether the claim's process is known to be dead: it ran on this host, and this boot
+    has no such process (or the host was rebooted since). Another host's claim is never
+    judged here: only its lease can tell."""
+    if body.get("host") != socket.gethostname() or not body.get("boot_id") or not _boot_id():
+        return False
+    if body["boot_id"] != _boot_id():
+        return True
+    return _process_start(int(body["pid"])) != body.get("pid_start")
 
 
 class Claim:
@@ -141,7 +229,9 @@ class Claim:
     renews a separate `.alive` object, so the claim's own time never moves: a holder's
     beat during a newcomer's settle window cannot make the newcomer look earlier. A claim
     whose last sign of life is older than the lease belongs to a run that died, and is
-    ignored, so a crashed batch is taken up again.
+    ignored, so a crashed batch is taken up again. A claim records its host, process id,
+    process start and boot id, so a run on the same host takes over at once a claim whose
+    process is gone (killed, or the machine rebooted), rather than after the lease.
     """
 
     def __init__(self, store: Store, prefix: str, *, lease_s: float, settle_s: float) -> None:
@@ -150,11 +240,16 @@ class Claim:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         self.key = f"{prefix}{CLAIMS}{stamp}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.alive_key = self.key + ALIVE
+        # Who won instead, when acquire() returns False with the batch not done.
+        self.holder: ClaimHolder | None = None
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
 
     def _write(self, key: str) -> None:
-        body = {"host": socket.gethostname(), "pid": os.getpid(), "at": datetime.now(timezone.utc).isoformat()}
+        body = {
+            "host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+            "boot_id": _boot_id(), "at": datetime.now(timezone.utc).isoformat(),
+        }  # fmt: skip
         self.store.put_bytes(key, json.dumps(body).encode())
 
     def acquire(self) -> bool:
@@ -187,20 +282,35 @@ class Claim:
 
         live = [c for c in claims if (mine.modified - last_sign_of_life(c)).total_seconds() < self.lease_s]
         # A claim this process gave up but could not delete (S3 was down) is not a rival: it is
-        # ours, from a failed attempt at this batch that is now being retried.
-        contenders = [c for c in live if c.key not in _ABANDONED]
+        # ours, from a failed attempt at this batch that is now being retried. Nor is the claim
+        # of a process on this host that is gone.
+        rivals = {c.key: self._body(c.key) for c in live if c.key not in (self.key, *_ABANDONED)}
+        dead = {key for key, body in rivals.items() if body is not None and _gone(body)}
         for claim in live:
-            if claim.key in _ABANDONED:
+            if claim.key in _ABANDONED or claim.key in dead:
+                log.warning("claim %s: %s; taken over", claim.key, "its process is gone" if claim.key in dead else "abandoned by this process")
                 _delete_claim(self.store, claim.key)
+        contenders = [c for c in live if c.key == self.key or (c.key in rivals and c.key not in dead)]
         winner = min(contenders, key=lambda c: (c.modified, c.key))
-        return winner.key == self.key and not self.store.exists(self.prefix + DONE_MARKER)
+        if winner.key != self.key:
+            body = rivals[winner.key] or {}
+            left = self.lease_s - (mine.modified - last_sign_of_life(winner)).total_seconds()
+            self.holder = ClaimHolder(str(body.get("host", "?")), int(body.get("pid", 0)), str(body.get("at", "?")), max(0.0, left))
+            return False
+        return not self.store.exists(self.prefix + DONE_MARKER)
+
+    def _body(self, key: str) -> dict | None:
+        try:
+            return json.loads(self.store.read_bytes(key))
+        except (StorageError, ValueError, OSError):  # deleted meanwhile, or unreadable: judge by the lease
+            return None
 
     def _beat(self) -> None:
         while not self._stop.wait(self.lease_s / 4):
             try:
                 self._write(self.alive_key)
-            except Exception:  # a missed beat only shortens the lease; the next may land
-                continue
+            except Exception as exc:  # a missed beat only shortens the lease; the next may land
+                log.warning("claim %s: heartbeat not written (%s); retrying", self.key, exc)
 
     def release(self) -> None:
         """Stop renewing the claim and delete it. Never raises: a claim left behind expires with
@@ -226,3 +336,25 @@ def _delete_claim(store: Store, key: str) -> None:
     except StorageError as exc:  # the batch's own outcome matters, not its claim's clean-up
         _ABANDONED.add(key)
         log.warning("claim %s not deleted (%s); it expires with its lease", key, exc)
+
+
+def apply_retention(inbox: Store, states: list[BatchState], retention_days: float) -> None:
+    """Remove originals of batches done more than `retention_days` ago (0 keeps them for ever)."""
+    if retention_days <= 0:
+        return
+    cutoff = datetime.now(timezone.utc) - timedelta(days=retention_days)
+    for state in states:
+        done = inbox.stat(state.prefix + DONE_MARKER) if state.state == Readiness.DONE else None
+        if done is None or done.modified > cutoff:
+            continue
+        # batch.json and the done marker stay: they are the batch's record of what was received.
+        # An object under an unsafe key is left for a person: no key of it may be acted on.
+        originals = [
+            o for o in inbox.list(state.prefix)
+            if not o.key.endswith((BATCH_MANIFEST, DONE_MARKER)) and key_problem(o.key) is None
+        ]  # fmt: skip
+        # A rejected batch's scans were never archived: they are all there is of them.
+        if not originals or json.loads(inbox.read_bytes(state.prefix + DONE_MARKER)).get("status") == "rejected":
+            continue
+        for obj in originals:
+            inbox.delete(obj.key)

@@ -1,6 +1,7 @@
-"""The nightly flow: claim each complete batch once and hand it to digitize.batchjob; artifacts and retention."""
+"""The nightly flow: Prefect wiring around digitize.batchjob, and a final state that tells the night's truth."""
 
-import json
+# No `from __future__ import annotations` here: Prefect's serve ships these flows to the run's
+# process by value (cloudpickle), where string annotations such as "Settings" cannot be resolved.
 import os
 import tempfile
 import time
@@ -11,15 +12,19 @@ from pathlib import Path
 from prefect import allow_failure, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from digitize.audit import AuditLog
 from digitize.batchjob import run_claimed_batch
-from digitize.inbox import BATCH_MANIFEST, DONE_MARKER, BatchState, Claim, scan_inbox
+from digitize.inbox import BatchState, Claim, Readiness, apply_retention, scan_inbox
 from digitize.keys import load_record_signer
-from digitize.storage import Store, key_problem, open_store, printable_key
+from digitize.night import (
+    BatchOutcome, BatchResult, NightOutcome, NightReport, queue_left, review_queue, save_last_night, table_rows,
+)  # fmt: skip
+from digitize.storage import open_store
 from pipeline.errors import DigitizeError, OutputError, writing_to
 from pipeline.settings import Settings
 
@@ -38,6 +43,26 @@ def _transient(task, task_run, state) -> bool:
 # Retry delays are service.retry_delays_s (see nightly); jitter spreads the workers that one
 # S3 outage failed at the same moment, so they do not all come back at once.
 RETRY_JITTER = 0.5
+# How often a batch's progress artifact is updated, at most.
+PROGRESS_EVERY_S = 5.0
+
+
+class PageProgress:
+    """A batch's progress artifact on the dashboard, counted in pages (process_inputs' on_pages)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.total = self.done = 0
+        self._artifact = create_progress_artifact(0.0, description=f"Pages of batch {prefix}")
+        self._shown = time.monotonic()
+
+    def __call__(self, count: int) -> None:
+        if count == 0:
+            self.done += 1
+        else:
+            self.total += count
+        if time.monotonic() - self._shown >= PROGRESS_EVERY_S or self.done == self.total:
+            update_progress_artifact(self._artifact, 100.0 * self.done / max(1, self.total))
+            self._shown = time.monotonic()
 
 
 # No result caching: whether a batch is done is the inbox's done marker, not Prefect's memory.
@@ -45,19 +70,27 @@ RETRY_JITTER = 0.5
     retry_condition_fn=_transient, retry_jitter_factor=RETRY_JITTER,
     task_run_name="batch {prefix}", cache_policy=NO_CACHE,
 )  # fmt: skip
-def process_batch(prefix: str, settings: Settings, jobs: int, audit: AuditLog) -> dict:
-    """Claim, download, process, upload and verify, then mark the batch done. Returns its summary."""
+def process_batch(prefix: str, station: str, settings: Settings, jobs: int, audit: AuditLog) -> BatchResult:
+    """Claim, download, process, upload and verify, then mark the batch done."""
+    started = time.monotonic()
     env = os.environ
     inbox, archive, review = (open_store(url, env) for url in (settings.service.inbox, settings.service.archive, settings.service.review))
     claim = Claim(inbox, prefix, lease_s=settings.service.claim_lease_s, settle_s=settings.service.claim_settle_s)
     if not claim.acquire():
-        return {"batch": prefix, "state": "claimed elsewhere or done", "documents": [], "pages": 0}
+        if claim.holder is None:
+            return BatchResult(batch=prefix, station=station, outcome=BatchOutcome.DONE_ELSEWHERE)
+        get_run_logger().warning("batch %s is %s", prefix, claim.holder)
+        return BatchResult(
+            batch=prefix, station=station, outcome=BatchOutcome.HELD, detail=str(claim.holder),
+            lease_left_s=claim.holder.lease_left_s,
+        )  # fmt: skip
     try:
         work_dir = _work_dir(settings)
         with writing_to(work_dir or tempfile.gettempdir()):
             scratch = tempfile.TemporaryDirectory(prefix="digitize-batch-", dir=work_dir)
         with scratch as tmp:
-            return run_claimed_batch(prefix, inbox, archive, review, Path(tmp), settings, jobs, audit)
+            result = run_claimed_batch(prefix, inbox, archive, review, Path(tmp), settings, jobs, audit, on_pages=PageProgress(prefix))
+        return result.model_copy(update={"seconds": round(time.monotonic() - started, 1)})
     except Exception as exc:
         audit.record("batch_failed", batch=prefix, error=str(exc))
         raise
@@ -69,59 +102,143 @@ def process_batch(prefix: str, settings: Settings, jobs: int, audit: AuditLog) -
 # Two batches in flight: one's downloads, uploads and PDF assembly overlap the other's OCR.
 # Tesseract stays limited to `jobs` per machine, because both share one page-worker pool.
 BATCHES_AT_ONCE = 2
+# While other runs hold batches, look again after their lease would run out, within these bounds.
+HELD_RECHECK_S = (5.0, 60.0)
 
 
 @flow(name="digitize-nightly", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=BATCHES_AT_ONCE))
-def nightly(settings: Settings, jobs: int = 2) -> dict:
-    """Process every complete batch in the inbox; publish a table per batch and a summary."""
+def nightly(settings: Settings, jobs: int = 2, wait_for_held: bool = True) -> State:
+    """Process every complete batch in the inbox; publish a table per batch and the night's summary.
+
+    The run ends Failed when a batch failed, "Needs attention" when inputs were rejected or
+    batches are stuck, "Nothing to do" when no batch was ready, and Completed otherwise; the
+    summary is published in every case. With `wait_for_held`, batches that live runs elsewhere
+    hold are waited for until they are done or their lease runs out and this run takes them.
+    """
+    return _final_state(_night(settings, jobs, wait_for_held))
+
+
+@flow(name="digitize-nightly-scheduled", task_runner=ThreadPoolTaskRunner(max_workers=BATCHES_AT_ONCE))
+def nightly_from_config(config: list[str] | None = None, jobs: int | None = None, wait_for_held: bool = True) -> State:
+    """The scheduled entry point: each worker reads its own config files and environment."""
+    from digitize.config import app_settings
+
+    settings = app_settings([Path(p) for p in config or []], os.environ, {})
+    return _final_state(_night(settings, jobs or os.cpu_count() or 1, wait_for_held))
+
+
+def _final_state(report: NightReport) -> State:
+    outcome = report.outcome
+    if outcome == NightOutcome.FAILED:
+        return Failed(message=report.message(), data=report)
+    return Completed(name=str(outcome), message=report.message(), data=report)
+
+
+def _night(settings: Settings, jobs: int, wait_for_held: bool) -> NightReport:
     logger = get_run_logger()
-    started = time.monotonic()
-    _check_work_dir(settings)
-    inbox = open_store(settings.service.inbox, os.environ)
-    states = scan_inbox(inbox, incomplete_after=timedelta(hours=settings.service.incomplete_after_h))
-    # Complete batches; a bad batch.json, to be quarantined once; and a batch still missing listed
-    # files after service.incomplete_after_h, whose files that did arrive are archived.
-    ready = [s for s in states if s.state in ("ready", "invalid") or (s.state == "incomplete" and s.manifest is not None)]
+    started_at, started = datetime.now(timezone.utc), time.monotonic()
+    try:
+        _check_work_dir(settings)
+        inbox, archive, review = (open_store(url, os.environ) for url in (settings.service.inbox, settings.service.archive, settings.service.review))
+        incomplete_after = timedelta(hours=settings.service.incomplete_after_h)
+        states = scan_inbox(inbox, incomplete_after=incomplete_after)
+        # A key that is configured but will not open stops the night here, before any batch is claimed.
+        load_record_signer(settings, os.environ)
+    except DigitizeError as exc:
+        create_markdown_artifact(
+            f"# Tonight's digitization: Failed\n\nThe night stopped before any batch was taken up: {exc}\n",
+            key="nightly-summary", description="Tonight's digitization",
+        )  # fmt: skip
+        raise
+    run_id = str(flow_run.get_id() or uuid.uuid4())
+    audit = AuditLog(archive, run=run_id)
+    todo = [s for s in states if s.takeable]
     logger.info(
-        "%d batches to take up, %d waiting, %d incomplete, %d refused", len(ready),
-        *(sum(s.state == k for s in states) for k in ("waiting", "incomplete", "refused")),
+        "%d batches to take up, %d waiting, %d incomplete, %d refused", len(todo),
+        *(sum(s.state == k for s in states) for k in (Readiness.WAITING, Readiness.INCOMPLETE, Readiness.REFUSED)),
     )  # fmt: skip
-    # A key that is configured but will not open stops the night here, before any batch is claimed.
-    load_record_signer(settings, os.environ)
-    audit = AuditLog(open_store(settings.service.archive, os.environ), run=str(flow_run.get_id() or uuid.uuid4()))
-    progress = create_progress_artifact(0.0, key="nightly-progress", description="Batches processed tonight")
-    results, failures = [], []
-    futures, first_with = {}, {}
+    progress = NightProgress(todo)
+    results: dict[str, BatchResult] = {}
+    while todo:
+        for result in _run_batches(todo, settings, jobs, audit):
+            results[result.batch] = result
+            progress.batch_finished(result)
+        held = [r for r in results.values() if r.outcome == BatchOutcome.HELD]
+        if not held or not wait_for_held:
+            break
+        pause = min(max(min(r.lease_left_s or 0 for r in held) + 1, HELD_RECHECK_S[0]), HELD_RECHECK_S[1])
+        logger.warning("%d batches held by other runs; looking again in %.0f s", len(held), pause)
+        time.sleep(pause)
+        now_states = {s.prefix: s for s in scan_inbox(inbox, incomplete_after=incomplete_after)}
+        todo = []
+        for result in held:
+            state = now_states.get(result.batch)
+            if state is not None and state.takeable:
+                todo.append(state)
+            else:
+                results[result.batch] = result.model_copy(update={"outcome": BatchOutcome.DONE_ELSEWHERE, "detail": ""})
+    apply_retention(inbox, states, settings.service.retention_days)
+    now = datetime.now(timezone.utc)
+    report = NightReport(
+        run=run_id, started=started_at, seconds=round(time.monotonic() - started, 1), batches=list(results.values()),
+        queue=queue_left(scan_inbox(inbox, incomplete_after=incomplete_after), now, settings.service.claim_lease_s),
+        review=review_queue(review, now),
+    )  # fmt: skip
+    create_markdown_artifact(report.markdown(), key="nightly-summary", description="Tonight's digitization")
+    save_last_night(archive, report)
+    audit.record("night_finished", outcome=str(report.outcome), message=report.message())
+    audit.flush()
+    logger.info("%s: %s", report.outcome, report.message())
+    return report
+
+
+def _run_batches(states: list[BatchState], settings: Settings, jobs: int, audit: AuditLog) -> list[BatchResult]:
+    """Each batch as a task run tagged with its station; a failed batch becomes a FAILED result."""
     delays = settings.service.retry_delays_s
     batch_task = process_batch.with_options(retries=len(delays), retry_delay_seconds=delays or 0)
-    for state in ready:
+    futures: dict[PrefectFuture, BatchState] = {}
+    first_with: dict[str, PrefectFuture] = {}
+    for state in states:
         checksums = {f.sha256 for f in state.manifest.files} if state.manifest else set()
         # A scan in two batches tonight is archived by the first; the second waits, then finds it archived.
         earlier = {id(f): f for c in checksums if (f := first_with.get(c)) is not None}
-        future = batch_task.submit(
-            state.prefix, settings, jobs, audit, wait_for=[allow_failure(f) for f in earlier.values()]
+        future = batch_task.with_options(tags={f"station:{state.station}"}).submit(
+            state.prefix, state.station, settings, jobs, audit, wait_for=[allow_failure(f) for f in earlier.values()]
         )  # fmt: skip
         futures[future] = state
         for checksum in checksums:
             first_with.setdefault(checksum, future)
-    for number, future in enumerate(as_completed(list(futures)), start=1):
+    results = []
+    for future in as_completed(list(futures)):
         state = futures[future]
         try:
             result = future.result()
-            results.append(result)
-            if result["state"] in ("done", "rejected"):
-                create_table_artifact(result["documents"], key=_artifact_key(state.prefix), description=f"Batch {state.prefix}")
-        except DigitizeError as exc:
-            failures.append(f"{state.prefix}: {exc}")
-            logger.error("batch %s failed: %s", state.prefix, exc)
-        update_progress_artifact(progress, 100.0 * number / max(1, len(ready)))
-    _apply_retention(inbox, states, settings)
-    summary = _night_summary(results, failures, states, time.monotonic() - started)
-    create_markdown_artifact(summary, key="nightly-summary", description="Tonight's digitization")
-    return {"processed": [r for r in results if r["state"] in ("done", "rejected")], "failures": failures,
-            "waiting": [s.prefix for s in states if s.state == "waiting"],
-            "incomplete": [s.prefix for s in states if s.state == "incomplete" and s.manifest is None],
-            "refused": [f"{printable_key(s.prefix)}: {s.detail}" for s in states if s.state == "refused"]}  # fmt: skip
+        except Exception as exc:  # the night goes on, and its summary says which batch failed and why
+            get_run_logger().error("batch %s failed: %s", state.prefix, exc)
+            exit_code = exc.exit_code if isinstance(exc, DigitizeError) else DigitizeError.exit_code
+            result = BatchResult(
+                batch=state.prefix, station=state.station, outcome=BatchOutcome.FAILED, detail=str(exc) or type(exc).__name__,
+                exit_code=exit_code,
+            )  # fmt: skip
+        if result.outcome in (BatchOutcome.DONE, BatchOutcome.REJECTED):
+            create_table_artifact(table_rows(result), key=_artifact_key(state.prefix), description=f"Batch {state.prefix} from {state.station}")
+        results.append(result)
+    return results
+
+
+class NightProgress:
+    """The night's progress artifact, in pages: those the stations announced, against those done."""
+
+    def __init__(self, todo: list[BatchState]) -> None:
+        # Files whose page count batch.json does not give count as one page until their batch is done.
+        self.expected = {s.prefix: sum((f.pages or 1) for f in s.manifest.files) if s.manifest else 1 for s in todo}
+        self.done: dict[str, int] = {}
+        self._artifact = create_progress_artifact(0.0, key="nightly-progress", description="Pages processed tonight")
+
+    def batch_finished(self, result: BatchResult) -> None:
+        self.done[result.batch] = result.pages if result.outcome == BatchOutcome.DONE else self.expected.get(result.batch, 0)
+        expected = sum(max(self.expected[p], self.done.get(p, 0)) for p in self.expected)
+        update_progress_artifact(self._artifact, 100.0 * sum(self.done.values()) / max(1, expected))
 
 
 def _work_dir(settings: Settings) -> Path | None:
@@ -141,68 +258,6 @@ def _check_work_dir(settings: Settings) -> None:
         raise OutputError(f"service.work_dir {folder}: cannot write: {exc.strerror or exc}") from None
 
 
-def _apply_retention(inbox: Store, states: list[BatchState], settings: Settings) -> None:
-    """Remove originals of batches done more than `retention_days` ago (0 keeps them for ever)."""
-    days = settings.service.retention_days
-    if days <= 0:
-        return
-    cutoff = datetime.now(timezone.utc) - timedelta(days=days)
-    for state in states:
-        done = inbox.stat(state.prefix + DONE_MARKER) if state.state == "done" else None
-        if done is None or done.modified > cutoff:
-            continue
-        # batch.json and the done marker stay: they are the batch's record of what was received.
-        # An object under an unsafe key is left for a person: no key of it may be acted on.
-        originals = [
-            o for o in inbox.list(state.prefix)
-            if not o.key.endswith((BATCH_MANIFEST, DONE_MARKER)) and key_problem(o.key) is None
-        ]  # fmt: skip
-        # A rejected batch's scans were never archived: they are all there is of them.
-        if not originals or json.loads(inbox.read_bytes(state.prefix + DONE_MARKER)).get("status") == "rejected":
-            continue
-        for obj in originals:
-            inbox.delete(obj.key)
-
-
 def _artifact_key(prefix: str) -> str:
     # Artifact keys allow lowercase letters, digits and dashes only.
     return "batch-" + "".join(ch if ch.isalnum() else "-" for ch in prefix.lower()).strip("-")
-
-
-def _night_summary(results: list[dict], failures: list[str], states: list[BatchState], seconds: float) -> str:
-    done = [r for r in results if r["state"] == "done"]
-    handled = [r for r in results if r["state"] in ("done", "rejected")]
-    pages = sum(r["pages"] for r in done)
-    flags: dict[str, int] = {}
-    for r in done:
-        for flag, n in r["flags"].items():
-            flags[flag] = flags.get(flag, 0) + n
-    lines = [
-        "# Tonight's digitization", "",
-        f"- batches processed: **{len(done)}**, pages: **{pages}**, pages per hour: **{pages / max(seconds, 1e-9) * 3600:.0f}**",
-        f"- dossiers: **{sum(len(r['documents']) for r in done)}**",
-        f"- failures: **{len(failures)}**",
-    ]  # fmt: skip
-    lines += ["", "## Flagged for manual handling", "", "| reason | dossiers |", "|---|---|"]
-    lines += [f"| {flag} | {n} |" for flag, n in sorted(flags.items())] or ["| none | 0 |"]
-    waiting = [s for s in states if s.state in ("waiting", "refused") or (s.state == "incomplete" and s.manifest is None)]
-    lines += ["", "## Not processed", "", "| batch | state | why |", "|---|---|---|"]
-    lines += [f"| {printable_key(s.prefix)} | {s.state} | {s.detail} |" for s in waiting] or ["| - | - | - |"]
-    rejected = [f"{r['batch']}{reason}" for r in handled for reason in r["rejected"]]
-    if rejected:
-        lines += ["", "## Rejected inputs (quarantined under rejected/)", ""] + [f"- {r}" for r in rejected]
-    already = [f"{r['batch']}{line}" for r in done for line in r.get("already_archived", [])]
-    if already:
-        lines += ["", "## Already archived (not archived again)", ""] + [f"- {a}" for a in already]
-    if failures:
-        lines += ["", "## Failures", ""] + [f"- {f}" for f in failures]
-    return "\n".join(lines) + "\n"
-
-
-@flow(name="digitize-nightly-scheduled")
-def nightly_from_config(config: list[str] | None = None, jobs: int | None = None) -> dict:
-    """The scheduled entry point: each worker reads its own config files and environment."""
-    from digitize.config import app_settings
-
-    settings = app_settings([Path(p) for p in config or []], os.environ, {})
-    return nightly(settings, jobs or os.cpu_count() or 1)

@@ -20,6 +20,11 @@ from tests.servicekit import batch_folder, digitize_cli, folder_env, service_env
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
 
 
+def records(store) -> dict[str, tuple[int, str]]:
+    """Every object but the archive's audit log and night reports."""
+    return {k: v for k, v in snapshot(store).items() if not k.startswith("audit/")}
+
+
 def test_five_batches_from_two_stations_land_exactly_once(s3, fixture_scans, tmp_path):
     env = service_env(s3, tmp_path, "night")
     fx = fixture_scans
@@ -42,8 +47,8 @@ def test_five_batches_from_two_stations_land_exactly_once(s3, fixture_scans, tmp
     assert first.returncode == 0, first.stdout + first.stderr
     assert "waiting: vinh-02/e-partial/" in first.stdout
     archive = open_store(env["DIGITIZE_SERVICE_ARCHIVE"], env)
-    # Records only: not the archive's index of received scans (sources/).
-    manifests = [o.key for o in archive.list() if o.key.endswith(".json") and not o.key.startswith("sources/")]
+    # Records only: not the archive's index of received scans (sources/), nor its audit log and night reports.
+    manifests = [o.key for o in archive.list() if o.key.endswith(".json") and not o.key.startswith(("sources/", "audit/"))]
     names = Counter(Path(key).name for key in manifests)
     expected = {"bitonal-g4-400dpi.json", "skew-6-200dpi.json", "scanner.json", "no-dpi.json", "turned-90-300dpi.json"}
     assert set(names) == expected and all(n == 1 for n in names.values()), names
@@ -59,10 +64,12 @@ def test_five_batches_from_two_stations_land_exactly_once(s3, fixture_scans, tmp
     assert len([o for o in inbox.list() if o.key.endswith((".tif", ".png", ".pdf"))]) == 6
 
     stores = {name: open_store(env[f"DIGITIZE_SERVICE_{name.upper()}"], env) for name in ("archive", "review")}
-    before = {name: snapshot(store) for name, store in stores.items()}
+    before = {name: records(store) for name, store in stores.items()}
     second = digitize_cli(env, "run", "--jobs", "2")
     assert second.returncode == 0, second.stderr
-    assert {name: snapshot(store) for name, store in stores.items()} == before
+    assert "Nothing to do" in second.stdout, second.stdout
+    # Only the night's own report and audit log are new: no record or review item changed.
+    assert {name: records(store) for name, store in stores.items()} == before
 
     # The S3 secret appears nowhere: not in output, objects, or Prefect's database and logs.
     secret = env["MINIO_SECRET_KEY"].encode()
@@ -88,7 +95,7 @@ def test_two_runs_at_once_produce_each_dossier_once(s3, fixture_scans, tmp_path)
     outputs = [run.communicate(timeout=900) for run in runs]
     assert all(run.returncode == 0 for run in runs), outputs
     archive = open_store(env["DIGITIZE_SERVICE_ARCHIVE"], env)
-    names = Counter(Path(o.key).name for o in archive.list() if o.key.endswith(".json") and not o.key.startswith("sources/"))
+    names = Counter(Path(o.key).name for o in archive.list() if o.key.endswith(".json") and not o.key.startswith(("sources/", "audit/")))
     assert names == Counter({"bitonal-g4-400dpi.json": 1, "no-dpi.json": 1, "skew-6-200dpi.json": 1})
     inbox = open_store(env["DIGITIZE_SERVICE_INBOX"], env)
     assert len([o for o in inbox.list() if o.key.endswith(DONE_MARKER)]) == 3
@@ -112,8 +119,8 @@ def test_nightly_flow_publishes_the_dashboard_artifacts(fixture_scans, tmp_path)
     })  # fmt: skip
     drop(batch_folder(tmp_path / "b", fixture_scans / "bitonal-g4-400dpi.tif"), LocalStore(tmp_path / "inbox"), station="st", operator="test")
     with prefect_test_harness():
-        result = nightly(settings, 1)
-        assert len(result["processed"]) == 1
+        report = nightly(settings, 1)
+        assert [b.outcome for b in report.batches] == ["done"]
 
         async def artifacts():
             async with get_client() as client:
@@ -174,7 +181,7 @@ def test_retention_removes_only_old_originals_and_keeps_the_batch_record(tmp_pat
 
     from digitize.config import app_settings
     from digitize.inbox import scan_inbox
-    from flows.nightly import _apply_retention
+    from digitize.inbox import apply_retention
 
     inbox = LocalStore(tmp_path / "inbox")
     for batch in ("st/old/", "st/new/"):
@@ -185,9 +192,9 @@ def test_retention_removes_only_old_originals_and_keeps_the_batch_record(tmp_pat
     os.utime(tmp_path / "inbox" / "st" / "old" / DONE_MARKER, (month_ago, month_ago))
     states = scan_inbox(inbox, incomplete_after=timedelta(hours=1))
     keep_all = app_settings(None, {}, {})
-    _apply_retention(inbox, states, keep_all)
+    apply_retention(inbox, states, keep_all.service.retention_days)
     assert len(inbox.list()) == 6, "retention 0 keeps every original"
-    _apply_retention(inbox, states, keep_all.with_overrides({"service.retention_days": 7}))
+    apply_retention(inbox, states, 7)
     assert sorted(o.key for o in inbox.list()) == [
         "st/new/_done.json", "st/new/batch.json", "st/new/scan.tif", "st/old/_done.json", "st/old/batch.json",
     ]
