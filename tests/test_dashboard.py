@@ -54,6 +54,10 @@ def test_finished_run_batch_table_is_shown_in_the_prefect_ui(prefect_server, tmp
     batch = tmp_path / "desk-7"
     batch.mkdir()
     shutil.copy(REPO / "sample_scans" / "giay-tiep-nhan-300dpi-skew.jpg", batch)
+    # A batch still arriving from another station: the summary's queue shows it.
+    arriving = tmp_path / "inbox" / "dien-chau" / "desk-2"
+    arriving.mkdir(parents=True)
+    shutil.copy(REPO / "sample_scans" / "ban-ve-a3-200dpi.jpg", arriving)
     for args in (["drop", str(batch), "--station", "vinh"], ["run", "--jobs", "1"]):
         proc = subprocess.run([str(DIGITIZE), *args], env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -70,6 +74,19 @@ def test_finished_run_batch_table_is_shown_in_the_prefect_ui(prefect_server, tmp
     screenshots.mkdir(exist_ok=True)
     shot = screenshots / "dashboard-batch-table.png"
     _chromium(f"--screenshot={shot}", page, profile=tmp_path / "chrome-shot")
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+
+    # The night's summary: a table per station, and the queue left in the inbox.
+    query = json.dumps({"artifacts": {"key": {"any_": ["nightly-summary"]}}}).encode()
+    request = urllib.request.Request(f"{api}/artifacts/filter", data=query, headers={"content-type": "application/json"})
+    (night,) = json.load(urllib.request.urlopen(request, timeout=10))
+    page = f"{api.removesuffix('/api')}/artifacts/artifact/{night['id']}"
+    dom = _chromium("--dump-dom", page, profile=tmp_path / "chrome-night").stdout
+    for shown in ("Per station", "vinh", "Left in the inbox", "dien-chau/desk-2/", "waiting", "Waiting for a person", "pages per hour"):
+        assert shown in dom, f"{shown!r} is not on the summary page"
+    shot = screenshots / "dashboard-night-summary.png"
+    _chromium(f"--screenshot={shot}", page, profile=tmp_path / "chrome-night-shot")
     assert shot.stat().st_size > 10_000
     print(f"screenshot: {shot}")
 

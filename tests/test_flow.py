@@ -130,7 +130,7 @@ def test_nightly_flow_publishes_the_dashboard_artifacts(fixture_scans, tmp_path)
 
         found = {a.key: a for a in asyncio.run(artifacts())}
     assert {"nightly-summary", "nightly-progress"} <= set(found)
-    table = next(a for key, a in found.items() if key.startswith("batch-st-"))
+    table = next(a for key, a in found.items() if key and key.startswith("batch-st-"))
     assert "bitonal-g4-400dpi" in str(table.data)
     assert "pages per hour" in found["nightly-summary"].data
 
