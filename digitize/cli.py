@@ -43,7 +43,7 @@ class Profile(StrEnum):
 
 ConfigOption = Annotated[
     list[Path] | None,
-    typer.Option("--config", help="Extra TOML settings on top of config/default.toml (repeatable)."),
+    typer.Option("--config", help="Extra TOML settings on top of pipeline/config/default.toml (repeatable)."),
 ]
 SetOption = Annotated[
     list[str] | None,
@@ -418,7 +418,7 @@ def demo_ca_command(
 
 @app.command("models")
 def models_command(
-    write: Annotated[bool, typer.Option("--write", help="Pin the installed models' checksums in ocr_models/manifest.json.")] = False,
+    write: Annotated[bool, typer.Option("--write", help="Pin the installed models' checksums in pipeline/ocr_models/manifest.json (in an editable checkout).")] = False,
     lang: Annotated[str, typer.Option(help="Tesseract languages.")] = "vie+eng",
 ) -> None:
     """Show the OCR model files in use and whether they match the pinned checksums."""
