@@ -259,6 +259,7 @@ def serve(
         raise _fail(exc) from None
     from prefect.schedules import Cron
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_API_URL, temporary_settings
+    from prefect.types.entrypoint import EntrypointType
 
     from digitize.prefect_server import local_prefect_server
     from flows.nightly import nightly_from_config
@@ -277,6 +278,9 @@ def serve(
             schedules=[Cron(settings.service.schedule, timezone=settings.service.timezone)],
             parameters={"config": [str(p) for p in config or []], "jobs": jobs},
             limit=1,
+            # flows.nightly.nightly_from_config, not a path relative to the cwd: works from any
+            # folder and from an installed (non-editable) package.
+            entrypoint_type=EntrypointType.MODULE_PATH,
         )
 
 
