@@ -43,7 +43,7 @@ class Profile(StrEnum):
 
 ConfigOption = Annotated[
     list[Path] | None,
-    typer.Option("--config", help="Extra TOML settings on top of config/default.toml (repeatable)."),
+    typer.Option("--config", help="Extra TOML settings on top of pipeline/config/default.toml (repeatable)."),
 ]
 SetOption = Annotated[
     list[str] | None,
@@ -308,6 +308,7 @@ def serve(
         raise _fail(exc) from None
     from prefect.schedules import Cron
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_API_URL, temporary_settings
+    from prefect.types.entrypoint import EntrypointType
 
     from digitize.prefect_server import local_prefect_server
     from flows.nightly import nightly_from_config
@@ -326,6 +327,9 @@ def serve(
             schedules=[Cron(settings.service.schedule, timezone=settings.service.timezone)],
             parameters={"config": [str(p) for p in config or []], "jobs": jobs},
             limit=1,
+            # flows.nightly.nightly_from_config, not a path relative to the cwd: works from any
+            # folder and from an installed (non-editable) package.
+            entrypoint_type=EntrypointType.MODULE_PATH,
         )
 
 
@@ -467,7 +471,7 @@ def demo_ca_command(
 
 @app.command("models")
 def models_command(
-    write: Annotated[bool, typer.Option("--write", help="Pin the installed models' checksums in ocr_models/manifest.json.")] = False,
+    write: Annotated[bool, typer.Option("--write", help="Pin the installed models' checksums in pipeline/ocr_models/manifest.json (in an editable checkout).")] = False,
     lang: Annotated[str, typer.Option(help="Tesseract languages.")] = "vie+eng",
 ) -> None:
     """Show the OCR model files in use and whether they match the pinned checksums."""

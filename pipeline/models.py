@@ -1,20 +1,24 @@
-"""Which OCR models and configs read a page, pinned by checksum in ocr_models/manifest.json."""
+"""Which OCR models and configs read a page, pinned by checksum in pipeline/ocr_models/manifest.json."""
 
 from __future__ import annotations
 
 import json
 import logging
+import site
+import sysconfig
 from dataclasses import asdict, dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from pipeline._exec import tesseract
 from pipeline.atomic import sha256_file, write_text
+from pipeline.errors import OutputError
 from pipeline.ocr import OCR_CONFIG, USER_WORDS
 
 log = logging.getLogger(__name__)
 
-MODELS_DIR = OCR_CONFIG.parent
-MANIFEST = MODELS_DIR / "manifest.json"
+MANIFEST = resources.files("pipeline") / "ocr_models" / "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -22,10 +26,10 @@ class ModelFile:
     name: str
     sha256: str
     bytes: int
-    pinned: bool  # the checksum is the one in ocr_models/manifest.json
+    pinned: bool  # the checksum is the one in pipeline/ocr_models/manifest.json
 
 
-def _files(languages: str) -> list[Path]:
+def _files(languages: str) -> list[Path | Traversable]:
     return [*tesseract.require_languages(languages), OCR_CONFIG, USER_WORDS]
 
 
@@ -41,24 +45,41 @@ def current_models(languages: str) -> list[ModelFile]:
     """The model files this run uses, and whether each matches the pinned checksum."""
     pinned = _pinned()
     found = []
-    for path in _files(languages):
-        digest = sha256_file(path)
+    for source in _files(languages):
+        with resources.as_file(source) as path:
+            digest = sha256_file(path)
+            size = path.stat().st_size
         match = pinned.get(path.name) == digest
         if not match:
             log.warning("%s differs from the checksum pinned in %s", path, MANIFEST)
-        found.append(ModelFile(path.name, digest, path.stat().st_size, match))
+        found.append(ModelFile(path.name, digest, size, match))
     return found
+
+
+def _source_pin_file() -> Path:
+    """The pin file to rewrite: the checkout's, never an installed copy that the next install replaces."""
+    installed = [Path(p) for p in (*site.getsitepackages(), site.getusersitepackages(),
+                                   sysconfig.get_path("purelib"), sysconfig.get_path("platlib"))]  # fmt: skip
+    pin_file = Path(str(MANIFEST)).resolve()
+    if not isinstance(MANIFEST, Path) or any(pin_file.is_relative_to(p.resolve()) for p in installed):
+        raise OutputError(
+            f"{pin_file}: will not pin model checksums in an installed package (the next install "
+            "replaces it); run `digitize models --write` in an editable checkout (pip install -e .) "
+            "and commit pipeline/ocr_models/manifest.json"
+        )
+    return pin_file
 
 
 def write_manifest(languages: str) -> Path:
     """Pin the installed models' checksums (run after a deliberate model upgrade)."""
+    pin_file = _source_pin_file()
     files = [
         {"name": m.name, "sha256": m.sha256, "bytes": m.bytes}
         for m in current_models(languages)
     ]
     body = {"tesseract": tesseract.info().version, "files": files}
-    write_text(MANIFEST, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
-    return MANIFEST
+    write_text(pin_file, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    return pin_file
 
 
 def as_records(models: list[ModelFile]) -> list[dict]:

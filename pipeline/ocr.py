@@ -6,6 +6,7 @@ import csv
 import logging
 import unicodedata
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import cv2
@@ -16,8 +17,9 @@ from pipeline.errors import ExternalProgramError
 
 log = logging.getLogger(__name__)
 
-OCR_CONFIG = Path(__file__).resolve().parent.parent / "ocr_models" / "digitize.config"
-USER_WORDS = OCR_CONFIG.with_name("vietnamese-headings.user-words")
+# Package data; Tesseract reads them by path, hence `as_file` where they are used.
+OCR_CONFIG = resources.files("pipeline") / "ocr_models" / "digitize.config"
+USER_WORDS = resources.files("pipeline") / "ocr_models" / "vietnamese-headings.user-words"
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,11 @@ def read_page(gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeo
     # Encoded, then written by Python: unlike cv2.imwrite, a full disk raises with its reason.
     image.write_bytes(cv2.imencode(".pgm", gray)[1])
     try:
-        files = tesseract.ocr(
-            image, work, languages=languages, dpi=round(dpi), config_file=OCR_CONFIG, timeout=timeout,
-            user_words=USER_WORDS,
-        )
+        with resources.as_file(OCR_CONFIG) as config_file, resources.as_file(USER_WORDS) as user_words:
+            files = tesseract.ocr(
+                image, work, languages=languages, dpi=round(dpi), config_file=config_file, timeout=timeout,
+                user_words=user_words,
+            )
     except ExternalProgramError as exc:
         log.warning("OCR failed, page gets an empty text layer: %s", exc)
         return OcrResult("", None, None, 0, 0, failure=str(exc))

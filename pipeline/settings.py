@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationE
 
 from pipeline.errors import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+# Package data, so an installed (non-editable) package finds it as a checkout does.
+DEFAULT_CONFIG = files("pipeline") / "config" / "default.toml"
 
 
 class _Section(BaseModel):
@@ -110,7 +112,7 @@ class ServiceSettings(_Section):
 
 
 class Settings(_Section):
-    """Every knob, with its default in config/default.toml (the one place defaults live)."""
+    """Every knob, with its default in pipeline/config/default.toml (the one place defaults live)."""
 
     ocr: OcrSettings
     output: OutputSettings
@@ -157,9 +159,9 @@ def load_settings(*paths: Path) -> Settings:
     """Read the default TOML, then each given file on top of it, and validate once."""
     data: dict[str, Any] = {}
     origin = []
-    for path in (DEFAULT_CONFIG, *paths):
+    for path in (DEFAULT_CONFIG, *map(Path, paths)):
         try:
-            with open(path, "rb") as fh:
+            with path.open("rb") as fh:
                 data = _merge(data, tomllib.load(fh))
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read settings: {exc.strerror}") from None

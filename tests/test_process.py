@@ -92,7 +92,7 @@ def test_manifest_records_what_drove_each_decision(processed, fixture_scans):
     assert manifest["source"]["sha256"] == hashlib.sha256((fixture_scans / "scanner.pdf").read_bytes()).hexdigest()
     assert manifest["output"]["pdf_sha256"] == hashlib.sha256(_record(out, "scanner.pdf").read_bytes()).hexdigest()
     assert {m["name"] for m in manifest["ocr"]["models"]} >= {"vie.traineddata", "eng.traineddata", "digitize.config"}
-    assert all(m["pinned"] for m in manifest["ocr"]["models"]), "installed models differ from ocr_models/manifest.json"
+    assert all(m["pinned"] for m in manifest["ocr"]["models"]), "installed models differ from pipeline/ocr_models/manifest.json"
     page = manifest["pages"][0]
     for key in ("source_index", "pixels", "dpi", "dpi_inferred", "size_mm", "rotation", "deskew_angle",
                 "blank", "ocr_confidence", "characters", "image_encoding"):
