@@ -237,9 +237,10 @@ def _processed(stdout: Path) -> tuple[int, int]:
     batches = pages = 0
     for line in stdout.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("│┃").split("│")]
-        if len(cells) == 4 and cells[0].startswith("station-") and cells[2].isdigit():
+        # batch | station | dossiers | pages | flags
+        if len(cells) == 5 and cells[0].startswith("station-") and cells[3].isdigit():
             batches += 1
-            pages += int(cells[2])
+            pages += int(cells[3])
     return batches, pages
 
 

@@ -251,7 +251,7 @@ def table_rows(result: BatchResult) -> list[dict]:
     return [
         {
             "dossier": row.dossier, "pages": row.pages, "flags": ", ".join(row.flags) or "none",
-            "where": row.where, "mean OCR confidence": row.mean_ocr_confidence,
+            "OCR confidence": row.mean_ocr_confidence, "where": row.where,
         }
         for row in result.dossiers
     ]  # fmt: skip
