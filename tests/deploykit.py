@@ -28,6 +28,7 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # PostgreSQL refuses to run as root; the Debian package creates this system user.
 PG_USER = "postgres"
+API_ATTEMPTS = 6
 
 
 def free_port() -> int:
@@ -40,8 +41,15 @@ def api_call(api: str, path: str, body: dict | None = None, *, timeout: float = 
     """GET `path` of the Prefect API, or POST `body` to it; the decoded JSON answer."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"{api}{path}", data=data, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as answer:
-        return json.load(answer)
+    for attempt in range(API_ATTEMPTS):
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as answer:
+                return json.load(answer)
+        except urllib.error.HTTPError as exc:
+            # The server answers 503 while its database is busy (SQLite locked); Prefect's own client retries.
+            if exc.code != 503 or attempt == API_ATTEMPTS - 1:
+                raise
+            time.sleep(1 + attempt)
 
 
 def wait_for_deployment(api: str, flow: str, deployment: str, *, timeout_s: float = 180) -> str:
