@@ -5,11 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 # OCR, PDF rendering, the fonts the sample/fixture generator draws with, and the
 # PDF/A-1b validator (Apache PDFBox Preflight) the tests run on every output, and
-# Chromium, in which a test looks at the Prefect dashboard, and SoftHSM, the PKCS#11
-# token a test signs with.
+# Chromium, in which a test looks at the Prefect dashboard, SoftHSM, the PKCS#11
+# token a test signs with, and PostgreSQL, the production Prefect database a test runs workers on.
 APT_PACKAGES := python3-venv tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd \
 	poppler-utils fonts-dejavu-core fonts-liberation2 \
-	openjdk-17-jre-headless libpdfbox2-java libactivation-java libjaxb-api-java chromium softhsm2
+	openjdk-17-jre-headless libpdfbox2-java libactivation-java libjaxb-api-java chromium softhsm2 postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_OUT := demo-out
 
