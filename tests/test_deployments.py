@@ -55,7 +55,7 @@ def test_a_run_of_the_served_deployment_archives_the_batch(tmp_path):
 @pytest.mark.s3
 def test_a_prefect_yaml_deployment_run_by_a_process_worker_archives_the_batch(s3, tmp_path):
     """README's production route on S3: a work pool, `prefect deploy --all`, a worker started elsewhere."""
-    env = {**service_env(s3, tmp_path, "yaml"), **QUICK_POLLING, "DIGITIZE_HOME": str(REPO)}
+    env = {**service_env(s3, tmp_path, "yaml"), **QUICK_POLLING}
     dropped = digitize_cli(env, "drop", batch_folder(tmp_path / "desk-1", SAMPLE), "--station", "vinh")
     assert dropped.returncode == 0, dropped.stdout + dropped.stderr
     with local_prefect_server(free_port(), env=env) as api:
@@ -64,7 +64,7 @@ def test_a_prefect_yaml_deployment_run_by_a_process_worker_archives_the_batch(s3
         prefect_cli("--no-prompt", "deploy", "--all", env=env, cwd=REPO)
         deployment = wait_for_deployment(api, FLOW, "nightly-scanner-room-1")
         log = tmp_path / "worker.log"
-        # The worker runs outside the repository: prefect.yaml's pull step takes it to DIGITIZE_HOME.
+        # The worker runs outside the repository: the flow is imported from the installed package.
         with worker("digitize", "scanner-room-1", env=env, cwd=tmp_path, log=log):
             run = wait_for_final_state(api, start_flow_run(api, deployment, parameters={"jobs": 1}))
             assert_completed(api, run, log)
@@ -98,7 +98,7 @@ def postgres_prefect(tmp_path):
 def test_two_workers_on_a_postgresql_server_archive_each_dossier_once(s3, postgres_prefect, tmp_path):
     """Production shape: Prefect on PostgreSQL, S3, two scanner-room workers sharing one night's batches."""
     api, database = postgres_prefect
-    env = {**service_env(s3, tmp_path, "prod"), **QUICK_POLLING, "DIGITIZE_HOME": str(REPO), "PREFECT_API_URL": api}
+    env = {**service_env(s3, tmp_path, "prod"), **QUICK_POLLING, "PREFECT_API_URL": api}
     inbox = open_store(env["DIGITIZE_SERVICE_INBOX"], env)
     specs = make_batches.small_batches(5, dossiers=1)
     for n, spec in enumerate(specs):
