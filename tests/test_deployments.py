@@ -72,16 +72,15 @@ def test_a_prefect_yaml_deployment_run_by_a_process_worker_archives_the_batch(s3
 
 
 def _batches_done_by_run(api: str, archive: Store) -> dict[str, list[str]]:
-    """From the nightly audit logs: the batches each deployment's flow run finished. A log names the
-    `nightly` subflow's run, so it is traced to its parent through the API."""
+    """From the nightly audit logs (one .jsonl per run, naming the run): the batches each flow run finished."""
     done: dict[str, list[str]] = {}
     for obj in archive.list(AUDIT_PREFIX):
+        if not obj.key.endswith(".jsonl"):
+            continue  # the last night's report beside the logs
         for line in archive.read_bytes(obj.key).decode().splitlines():
             event = json.loads(line)
             if event["event"] == "batch_done":
-                subflow = api_call(api, f"/flow_runs/{event['run']}")
-                parent = api_call(api, f"/task_runs/{subflow['parent_task_run_id']}")["flow_run_id"]
-                done.setdefault(parent, []).append(event["batch"])
+                done.setdefault(api_call(api, f"/flow_runs/{event['run']}")["id"], []).append(event["batch"])
     return done
 
 
