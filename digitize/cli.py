@@ -72,7 +72,7 @@ def _hints(path: Path | None) -> dict[str, list[DossierHint]]:
 
 
 def _fail(exc: DigitizeError) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {exc}", highlight=False)
+    errors.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
 
 
@@ -170,23 +170,36 @@ def _print_summary(report: BatchReport, out: Path) -> None:
 @app.command()
 def drop(
     folder: Annotated[Path, typer.Argument(help="Folder of scans that form one batch.")],
-    station: Annotated[str, typer.Option(help="This station's id, e.g. dien-chau-01.")],
+    station: Annotated[str, typer.Option(help="This station's id, e.g. dien-chau-01 (a-z, 0-9, '.', '_', '-').")],
     inbox: Annotated[str | None, typer.Option(help="Inbox location (default from config).")] = None,
     operator: Annotated[str, typer.Option(help="Who scanned the batch.")] = os.environ.get("USER", "unknown"),
+    allow_bad: Annotated[bool, typer.Option("--allow-bad", help="Upload scans the pipeline would reject too; batch.json names them.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Upload a folder of scans to the inbox as one batch; batch.json goes last. Safe to re-run."""
+    """Upload a folder of scans to the inbox as one batch; batch.json goes last. Safe to re-run.
+
+    Each scan is checked first (its pages counted, its first page decoded); a bad one refuses
+    the drop unless --allow-bad. Files that are not scans are named and left out.
+    """
+    from digitize.drop import check_folder, check_station, refuse_bad
     from digitize.drop import drop as drop_batch
     from digitize.storage import open_store
 
     try:
+        check_station(station)
         settings = _settings(config, None, {"service.inbox": inbox})
+        checked = check_folder(folder, limits=settings.limits)
+        for path in checked.skipped:
+            errors.print(f"[yellow]skipped:[/yellow] {escape(str(path))}: not a scan (PDF, TIFF, JPEG or PNG)", highlight=False, soft_wrap=True)
+        for bad in checked.bad:
+            errors.print(f"[red]bad scan:[/red] {escape(str(bad.path))}: {escape(bad.reason)}", highlight=False, soft_wrap=True)
+        refuse_bad(checked, allow_bad=allow_bad)
         store = open_store(settings.service.inbox, os.environ)
-        sizes = [p.stat().st_size for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+        sizes = [scan.path.stat().st_size for scan in checked.scans] + [bad.path.stat().st_size for bad in checked.bad]
         with Progress(TextColumn("upload"), BarColumn(), TimeElapsedColumn(), console=errors) as progress:
             bar = progress.add_task("upload", total=sum(sizes) or None)
             prefix, uploaded = drop_batch(
-                folder, store, station=station, operator=operator,
+                folder, store, station=station, operator=operator, checked=checked, allow_bad=allow_bad,
                 on_file=lambda _name, size: progress.advance(bar, size),
             )  # fmt: skip
     except DigitizeError as exc:
@@ -195,6 +208,8 @@ def drop(
         console.print(f"dropped {folder} as {store.url}/{prefix}")
     else:
         console.print(f"{folder} was already dropped as {store.url}/{prefix}; nothing uploaded")
+    if checked.bad:
+        console.print(f"{len(checked.bad)} bad scan(s) uploaded anyway and named in batch.json; the nightly run quarantines them")
 
 
 @app.command("run")
