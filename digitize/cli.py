@@ -224,7 +224,11 @@ def run_command(
     """Process the inbox now: every complete batch, exactly once, into the archive."""
     try:
         settings = _settings(config, set_, {"service.inbox": inbox, "service.archive": archive, "service.review": review})
+        from digitize.storage import open_store
         from flows.nightly import nightly
+
+        # Wrong keys or no access to the inbox: one line here, not a traceback from inside the flow.
+        open_store(settings.service.inbox, os.environ).check_access()
 
         result = nightly(settings, jobs)
     except DigitizeError as exc:

@@ -132,6 +132,9 @@ class Store(ABC):
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
 
+    def check_access(self) -> None:
+        """Fail now, as one line, when the store will not answer or refuses us; a folder is checked on use."""
+
 
 def md5_file(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)
@@ -247,6 +250,12 @@ class S3Store(Store):
 
     def _errors(self, what: str):
         return _s3_errors(f"{self.url}: {what}", endpoint=self.endpoint)
+
+    def check_access(self) -> None:
+        # One page of the top level: cheap, and it needs what the nightly run's listing needs.
+        start = f"{self.prefix}/" if self.prefix else None
+        with self._errors("listing"):
+            next(iter(self._client.list_objects(self.bucket, prefix=start)), None)
 
     def list(self, prefix: str = "") -> list[StoredObject]:
         start = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
