@@ -21,8 +21,9 @@ from digitize.config import app_settings, parse_value
 from digitize.keys import load_record_signer
 from pipeline import models
 from pipeline.batch import BatchReport, process_inputs
-from pipeline.errors import ConfigError, DigitizeError
+from pipeline.errors import ConfigError, DigitizeError, MissingInput
 from pipeline.settings import Settings
+from pipeline.sources import expand_inputs
 from pipeline.split import DossierHint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Digitize scanned dossiers into searchable, archival PDF/A records.")
@@ -99,8 +100,15 @@ def process(
     """Split scans into dossiers and archive each as a searchable PDF/A with its manifest and text.
 
     Clean dossiers go to OUT/records/, flagged ones to OUT/manual/<name>/ with their reasons
-    and thumbnails; OUT/report.json describes the batch.
+    and thumbnails; OUT/report.json describes the batch. In a folder, the page images form one
+    input, and each PDF and multi-page TIFF is an input of its own; other files are skipped.
     """
+    missing = [path for path in inputs if not path.exists()]
+    for path in missing:
+        errors.print(f"[red]error:[/red] {escape(str(MissingInput(path, 'no such file or folder')))}", highlight=False, soft_wrap=True)
+    if missing:
+        # Before anything is written: a typo must not leave an empty output folder behind.
+        raise typer.Exit(MissingInput.exit_code)
     try:
         settings = _settings(
             config,
@@ -111,7 +119,10 @@ def process(
                 "output.profile": profile.value if profile else None,
             },
         )
-        report = _run_with_progress(inputs, out, settings, jobs=jobs, hints=_hints(hints))
+        expanded = expand_inputs(inputs, settings.limits)
+        for path in expanded.skipped:
+            errors.print(f"[yellow]skipped:[/yellow] {escape(str(path))}: not a scan (PDF, TIFF, JPEG or PNG)", highlight=False, soft_wrap=True)
+        report = _run_with_progress(list(expanded.inputs), out, settings, jobs=jobs, hints=_hints(hints))
     except DigitizeError as exc:
         raise _fail(exc) from None
     _print_summary(report, out)
