@@ -20,6 +20,7 @@ from rich.table import Table
 from digitize.config import app_settings, parse_value
 from digitize.keys import load_record_signer
 from pipeline import models
+from pipeline._exec import tesseract
 from pipeline.batch import BatchReport, process_inputs
 from pipeline.errors import ConfigError, DigitizeError, MissingInput
 from pipeline.settings import Settings
@@ -28,8 +29,8 @@ from pipeline.split import DossierHint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Digitize scanned dossiers into searchable, archival PDF/A records.")
 # Logs and CI are not terminals; 80 columns would fold every dossier code.
-console = Console(width=None if sys.stdout.isatty() else 140)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 140)
 
 
 class Flavour(StrEnum):
@@ -77,8 +78,19 @@ def _fail(exc: DigitizeError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        console.print(f"digitize {version('digitize')}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every program run.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every program run.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -119,6 +131,8 @@ def process(
                 "output.profile": profile.value if profile else None,
             },
         )
+        # Before the progress bar: a language mistake is the only line shown.
+        tesseract.require_languages(settings.ocr.languages)
         expanded = expand_inputs(inputs, settings.limits)
         for path in expanded.skipped:
             errors.print(f"[yellow]skipped:[/yellow] {escape(str(path))}: not a scan (PDF, TIFF, JPEG or PNG)", highlight=False, soft_wrap=True)
@@ -154,8 +168,13 @@ def _run_with_progress(
 
 def _print_summary(report: BatchReport, out: Path) -> None:
     table = Table(title=f"Dossiers in {out}", title_justify="left")
-    for column in ("input", "dossier", "pages", "blank removed", "OCR conf.", "flags", "where"):
-        table.add_column(column, overflow="fold")
+    table.add_column("input", overflow="fold")
+    # A dossier code is looked up and typed by people: shown whole, never folded, whatever the width.
+    table.add_column("dossier", no_wrap=True, min_width=max((len(doc.name) for doc in report.documents), default=7))
+    for column in ("pages", "blank removed", "OCR conf."):
+        table.add_column(column, justify="right")
+    table.add_column("flags", overflow="fold")
+    table.add_column("where", overflow="fold")
     for doc in report.documents:
         conf = f"{doc.mean_confidence:.1f}" if doc.mean_confidence is not None else "-"
         where = "manual" if doc.flags else "records"
@@ -333,9 +352,12 @@ def review_list(review: ReviewOption = None, all_: Annotated[bool, typer.Option(
         items = manual.list_items(store, include_archived=all_)
     except DigitizeError as exc:
         raise _fail(exc) from None
-    table = Table("dossier", "batch", "flags", "pages flagged", "status", title=f"Manual review in {store.url}", title_justify="left")
+    table = Table(title=f"Manual review in {store.url}", title_justify="left")
+    table.add_column("dossier", no_wrap=True, min_width=max((len(item.code or item.name) for item in items), default=7))
+    for column in ("batch", "flags", "pages flagged", "status"):
+        table.add_column(column, overflow="fold")
     for item in items:
-        pages = sorted({e["page"] for evs in item.flags.values() for e in evs if "page" in e})
+        pages = sorted({e["page"] + 1 for evs in item.flags.values() for e in evs if "page" in e})
         table.add_row(item.code or item.name, item.prefix.rsplit("/", 2)[0], ", ".join(item.flags),
                       ", ".join(map(str, pages)) or "-", "archived" if item.archived else "open")  # fmt: skip
     console.print(table)
@@ -356,7 +378,7 @@ def review_show(code: str, review: ReviewOption = None, to: Annotated[Path, type
     except DigitizeError as exc:
         raise _fail(exc) from None
     for flag, evidence in item.flags.items():
-        console.print(f"[bold]{flag}[/bold]: " + "; ".join(json.dumps(e, ensure_ascii=False) for e in evidence))
+        console.print(f"[bold]{flag}[/bold]: " + "; ".join(json.dumps(_counted_from_1(e), ensure_ascii=False) for e in evidence))
     for path in paths:
         console.print(f"  {path}")
     opener = shutil.which("xdg-open")
@@ -364,6 +386,16 @@ def review_show(code: str, review: ReviewOption = None, to: Annotated[Path, type
         for path in paths:
             if path.suffix == ".png":
                 subprocess.Popen([opener, str(path)])
+
+
+def _counted_from_1(evidence: dict) -> dict:
+    """Evidence as people read it: the manifests' 0-based page indexes counted from 1."""
+    shown = dict(evidence)
+    if isinstance(shown.get("page"), int):
+        shown["page"] += 1
+    if isinstance(shown.get("pages"), list):  # a list of pages; a bare number is a count
+        shown["pages"] = [p + 1 for p in shown["pages"]]
+    return shown
 
 
 @review_app.command("approve")
