@@ -137,3 +137,109 @@ def test_unreachable_s3_endpoint_is_one_line_after_the_retries(tmp_path):
         f"error: cannot reach S3 endpoint 127.0.0.1:{port}: Connection refused (s3://inbox: bucket check)"
     )
     assert "Retrying" not in proc.stderr and "urllib3" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --- digitize process ----------------------------------------------------------------------------
+
+
+def test_process_takes_a_folders_pdfs_and_multi_page_tiffs_as_inputs_and_names_skipped_files(tmp_path):
+    from PIL import Image
+
+    folder = batch_folder(tmp_path / "desk", PNG, PDF, TIFF)
+    with Image.open(PNG) as page:
+        gray = page.convert("L")
+        gray.save(folder / "two-pages.tif", save_all=True, append_images=[gray], dpi=(200, 200))
+    (folder / "notes.txt").write_text("ghi chú\n", "utf-8")
+    out = tmp_path / "out"
+    proc = run_digitize("process", folder, "--out", out, "--jobs", "2", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _lines(proc.stderr, "skipped: ") == [f"skipped: {folder}/notes.txt: not a scan (PDF, TIFF, JPEG or PNG)"]
+    report = json.loads((out / "report.json").read_text("utf-8"))
+    inputs = {Path(d["input"]).name: d["source_pages"] for d in report["documents"]}
+    # The page images (the PNG and the one-page TIFF) stay one input, the folder; the others are their own.
+    assert set(inputs) == {"desk", "ho-so-scanner.pdf", "two-pages.tif"}, report
+    assert inputs["desk"] == [0, 1] and inputs["two-pages.tif"] == [0, 1]
+    assert report["rejected"] == []
+
+
+def test_process_names_a_missing_input_and_leaves_no_output_folder(tmp_path):
+    out = tmp_path / "out"
+    proc = run_digitize("process", PNG, tmp_path / "nope.pdf", "--out", out, check=False)
+    assert proc.returncode == 66, proc.stderr
+    assert proc.stderr.strip() == f"error: {tmp_path}/nope.pdf: no such file or folder"
+    assert not out.exists()
+
+
+def test_unknown_language_names_the_right_model(tmp_path):
+    proc = run_digitize("process", PNG, "--out", tmp_path / "out", "--lang", "vi", check=False)
+    assert proc.returncode == 78, proc.stderr
+    assert proc.stderr.strip() == "error: Tesseract has no language 'vi'; did you mean 'vie'? (--lang, ocr.languages)"
+    assert not (tmp_path / "out").exists()
+
+
+def test_version_prints_the_package_version():
+    from importlib.metadata import version
+
+    proc = run_digitize("--version")
+    assert proc.stdout.strip() == f"digitize {version('digitize')}"
+
+
+LONG_CODE = "000.00.21.H40-261126-0043-BO-SUNG-HO-SO-CHUYEN-NHUONG"
+
+
+def test_summary_table_never_breaks_a_dossier_code(tmp_path):
+    hints = tmp_path / "hints.json"
+    hints.write_text(json.dumps({PNG.name: [{"code": LONG_CODE, "first_page": 0, "last_page": 0}]}))
+    env = {**folder_env(tmp_path), "COLUMNS": "100"}
+    proc = digitize_cli(env, "process", PNG, "--out", tmp_path / "out", "--jobs", "1", "--hints", hints)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert LONG_CODE in proc.stdout, proc.stdout
+    assert max(len(ln) for ln in proc.stdout.splitlines()) <= 100
+
+
+def _review_item(review: Path, *, code: str, flags: dict) -> None:
+    item = review / "st" / "b-1" / code
+    item.mkdir(parents=True)
+    (item / "_item.json").write_text(json.dumps({"name": code, "code": code, "batch": "st/b-1/", "archive_folder": "2026/11"}))
+    (item / "reasons.json").write_text(json.dumps({"flags": flags, "thumbnails": {}}))
+
+
+def test_review_shows_pages_counted_from_1(tmp_path):
+    env = {**folder_env(tmp_path), "COLUMNS": "100"}
+    flags = {"low_confidence": [{"page": 0, "confidence": 41.5}, {"page": 2, "confidence": 50.0}],
+             "unassigned_pages": [{"pages": [0, 1]}], "thick_record": [{"pages": 120, "threshold": 100}]}  # fmt: skip
+    _review_item(tmp_path / "review", code=LONG_CODE, flags=flags)
+    listing = digitize_cli(env, "review", "list")
+    assert listing.returncode == 0, listing.stderr
+    (row,) = [ln for ln in listing.stdout.splitlines() if LONG_CODE in ln]
+    assert "│ 1, 3 " in row, listing.stdout
+    shown = digitize_cli(env, "review", "show", LONG_CODE, "--to", tmp_path / "look")
+    assert shown.returncode == 0, shown.stderr
+    assert 'low_confidence: {"page": 1, "confidence": 41.5}; {"page": 3, "confidence": 50.0}' in shown.stdout
+    assert 'unassigned_pages: {"pages": [1, 2]}' in shown.stdout
+    assert 'thick_record: {"pages": 120, "threshold": 100}' in shown.stdout, "a count is not a page number"
+    stored = json.loads((tmp_path / "review" / "st" / "b-1" / LONG_CODE / "reasons.json").read_text())
+    assert stored["flags"] == flags, "the stored evidence stays 0-based"
+
+
+# --- manifests -----------------------------------------------------------------------------------
+
+
+def test_record_manifest_carries_the_batch_provenance_in_utf8(tmp_path):
+    env = folder_env(tmp_path)
+    folder = batch_folder(tmp_path / "ho-so", PNG)
+    dropped = digitize_cli(env, "drop", folder, "--station", "dien-chau-01", "--operator", "Nguyễn Thị Lan")
+    assert dropped.returncode == 0, dropped.stderr
+    run = digitize_cli(env, "run", "--jobs", "1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    archive = tmp_path / "archive"
+    (manifest_path,) = [p for p in archive.rglob("*.json") if p.name == f"{PNG.stem}.json" and "sources" not in p.parts]
+    raw = manifest_path.read_bytes()
+    assert "Nguyễn Thị Lan".encode() in raw and b"\\u" not in raw
+    source = json.loads(raw)["source"]
+    batch = source["provenance"]["batch"]
+    assert source["provenance"] == {
+        "station": "dien-chau-01", "operator": "Nguyễn Thị Lan", "batch": batch, "key": f"{batch}{PNG.name}",
+    }  # fmt: skip
+    assert batch.startswith("dien-chau-01/ho-so-") and "path" not in source
+    assert str(tmp_path) not in raw.decode() and "/tmp" not in raw.decode(), "a work-folder path in the manifest"
