@@ -18,7 +18,7 @@ from digitize.night import BatchOutcome, BatchResult, DossierRow
 from digitize.review import REJECTED, REVIEW_ITEM
 from digitize.storage import Store, key_problem, printable_key
 from pipeline import atomic
-from pipeline.batch import BatchReport, DocumentRecord, process_inputs
+from pipeline.batch import BatchReport, DocumentRecord, Provenance, process_inputs
 from pipeline.errors import InputError
 from pipeline.settings import Settings
 from pipeline.split import DossierHint
@@ -82,8 +82,11 @@ def run_claimed_batch(
         hints.setdefault(hint.file, []).append(DossierHint(hint.code, hint.first_page, hint.last_page))
     out = tmp / "out"
     signer = load_record_signer(settings, os.environ)
+    provenance = {f.name: Provenance(manifest.station, manifest.operator, prefix, prefix + f.name) for f in manifest.files}
     report = (
-        process_inputs(inputs, out, settings, jobs=jobs, hints=hints, signer=signer, work_dir=tmp, on_pages=on_pages)
+        process_inputs(
+            inputs, out, settings, jobs=jobs, hints=hints, signer=signer, work_dir=tmp, provenance=provenance, on_pages=on_pages,
+        )
         if inputs else BatchReport()
     )  # fmt: skip
     archived, already_dossiers = _upload(report, prefix, manifest.scanned_at, archive, review, audit, tmp / "duplicates")
@@ -191,7 +194,7 @@ def _upload(
         if flags:
             # Where `digitize review approve` will archive it, decided now as for clean dossiers.
             item = folder / REVIEW_ITEM
-            item.write_text(json.dumps({"name": name, "code": doc.code, "batch": prefix, "archive_folder": archive_folder}))
+            item.write_text(json.dumps({"name": name, "code": doc.code, "batch": prefix, "archive_folder": archive_folder}, ensure_ascii=False), "utf-8")
             files = sorted(p for p in folder.iterdir() if p not in (manifest_path, item)) + [manifest_path, item]
             keys = [f"{prefix}{name}/{p.name}" for p in files]
             store = review

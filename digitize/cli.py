@@ -20,15 +20,17 @@ from rich.table import Table
 from digitize.config import app_settings, parse_value
 from digitize.keys import load_record_signer
 from pipeline import models
+from pipeline._exec import tesseract
 from pipeline.batch import BatchReport, process_inputs
-from pipeline.errors import ConfigError, DigitizeError
+from pipeline.errors import ConfigError, DigitizeError, MissingInput
 from pipeline.settings import Settings
+from pipeline.sources import expand_inputs
 from pipeline.split import DossierHint
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Digitize scanned dossiers into searchable, archival PDF/A records.")
 # Logs and CI are not terminals; 80 columns would fold every dossier code.
-console = Console(width=None if sys.stdout.isatty() else 140)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 140)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() or os.environ.get("COLUMNS") else 140)
 
 
 class Flavour(StrEnum):
@@ -72,12 +74,23 @@ def _hints(path: Path | None) -> dict[str, list[DossierHint]]:
 
 
 def _fail(exc: DigitizeError) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {exc}", highlight=False)
+    errors.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from importlib.metadata import version
+
+        console.print(f"digitize {version('digitize')}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every program run.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every program run.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -99,8 +112,15 @@ def process(
     """Split scans into dossiers and archive each as a searchable PDF/A with its manifest and text.
 
     Clean dossiers go to OUT/records/, flagged ones to OUT/manual/<name>/ with their reasons
-    and thumbnails; OUT/report.json describes the batch.
+    and thumbnails; OUT/report.json describes the batch. In a folder, the page images form one
+    input, and each PDF and multi-page TIFF is an input of its own; other files are skipped.
     """
+    missing = [path for path in inputs if not path.exists()]
+    for path in missing:
+        errors.print(f"[red]error:[/red] {escape(str(MissingInput(path, 'no such file or folder')))}", highlight=False, soft_wrap=True)
+    if missing:
+        # Before anything is written: a typo must not leave an empty output folder behind.
+        raise typer.Exit(MissingInput.exit_code)
     try:
         settings = _settings(
             config,
@@ -111,7 +131,12 @@ def process(
                 "output.profile": profile.value if profile else None,
             },
         )
-        report = _run_with_progress(inputs, out, settings, jobs=jobs, hints=_hints(hints))
+        # Before the progress bar: a language mistake is the only line shown.
+        tesseract.require_languages(settings.ocr.languages)
+        expanded = expand_inputs(inputs, settings.limits)
+        for path in expanded.skipped:
+            errors.print(f"[yellow]skipped:[/yellow] {escape(str(path))}: not a scan (PDF, TIFF, JPEG or PNG)", highlight=False, soft_wrap=True)
+        report = _run_with_progress(list(expanded.inputs), out, settings, jobs=jobs, hints=_hints(hints))
     except DigitizeError as exc:
         raise _fail(exc) from None
     _print_summary(report, out)
@@ -143,8 +168,13 @@ def _run_with_progress(
 
 def _print_summary(report: BatchReport, out: Path) -> None:
     table = Table(title=f"Dossiers in {out}", title_justify="left")
-    for column in ("input", "dossier", "pages", "blank removed", "OCR conf.", "flags", "where"):
-        table.add_column(column, overflow="fold")
+    table.add_column("input", overflow="fold")
+    # A dossier code is looked up and typed by people: shown whole, never folded, whatever the width.
+    table.add_column("dossier", no_wrap=True, min_width=max((len(doc.name) for doc in report.documents), default=7))
+    for column in ("pages", "blank removed", "OCR conf."):
+        table.add_column(column, justify="right")
+    table.add_column("flags", overflow="fold")
+    table.add_column("where", overflow="fold")
     for doc in report.documents:
         conf = f"{doc.mean_confidence:.1f}" if doc.mean_confidence is not None else "-"
         where = "manual" if doc.flags else "records"
@@ -170,23 +200,36 @@ def _print_summary(report: BatchReport, out: Path) -> None:
 @app.command()
 def drop(
     folder: Annotated[Path, typer.Argument(help="Folder of scans that form one batch.")],
-    station: Annotated[str, typer.Option(help="This station's id, e.g. dien-chau-01.")],
+    station: Annotated[str, typer.Option(help="This station's id, e.g. dien-chau-01 (a-z, 0-9, '.', '_', '-').")],
     inbox: Annotated[str | None, typer.Option(help="Inbox location (default from config).")] = None,
     operator: Annotated[str, typer.Option(help="Who scanned the batch.")] = os.environ.get("USER", "unknown"),
+    allow_bad: Annotated[bool, typer.Option("--allow-bad", help="Upload scans the pipeline would reject too; batch.json names them.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Upload a folder of scans to the inbox as one batch; batch.json goes last. Safe to re-run."""
+    """Upload a folder of scans to the inbox as one batch; batch.json goes last. Safe to re-run.
+
+    Each scan is checked first (its pages counted, its first page decoded); a bad one refuses
+    the drop unless --allow-bad. Files that are not scans are named and left out.
+    """
+    from digitize.drop import check_folder, check_station, refuse_bad
     from digitize.drop import drop as drop_batch
     from digitize.storage import open_store
 
     try:
+        check_station(station)
         settings = _settings(config, None, {"service.inbox": inbox})
+        checked = check_folder(folder, limits=settings.limits)
+        for path in checked.skipped:
+            errors.print(f"[yellow]skipped:[/yellow] {escape(str(path))}: not a scan (PDF, TIFF, JPEG or PNG)", highlight=False, soft_wrap=True)
+        for bad in checked.bad:
+            errors.print(f"[red]bad scan:[/red] {escape(str(bad.path))}: {escape(bad.reason)}", highlight=False, soft_wrap=True)
+        refuse_bad(checked, allow_bad=allow_bad)
         store = open_store(settings.service.inbox, os.environ)
-        sizes = [p.stat().st_size for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+        sizes = [scan.path.stat().st_size for scan in checked.scans] + [bad.path.stat().st_size for bad in checked.bad]
         with Progress(TextColumn("upload"), BarColumn(), TimeElapsedColumn(), console=errors) as progress:
             bar = progress.add_task("upload", total=sum(sizes) or None)
             prefix, uploaded = drop_batch(
-                folder, store, station=station, operator=operator,
+                folder, store, station=station, operator=operator, checked=checked, allow_bad=allow_bad,
                 on_file=lambda _name, size: progress.advance(bar, size),
             )  # fmt: skip
     except DigitizeError as exc:
@@ -195,6 +238,8 @@ def drop(
         console.print(f"dropped {folder} as {store.url}/{prefix}")
     else:
         console.print(f"{folder} was already dropped as {store.url}/{prefix}; nothing uploaded")
+    if checked.bad:
+        console.print(f"{len(checked.bad)} bad scan(s) uploaded anyway and named in batch.json; the nightly run quarantines them")
 
 
 @app.command("run")
@@ -212,7 +257,11 @@ def run_command(
 
     try:
         settings = _settings(config, set_, {"service.inbox": inbox, "service.archive": archive, "service.review": review})
+        from digitize.storage import open_store
         from flows.nightly import nightly
+
+        # Wrong keys or no access to the inbox: one line here, not a traceback from inside the flow.
+        open_store(settings.service.inbox, os.environ).check_access()
 
         state = nightly(settings, jobs, wait_for_held=wait, return_state=True)
         report = state.result(raise_on_failure=False)
@@ -356,9 +405,12 @@ def review_list(review: ReviewOption = None, all_: Annotated[bool, typer.Option(
         items = manual.list_items(store, include_archived=all_)
     except DigitizeError as exc:
         raise _fail(exc) from None
-    table = Table("dossier", "batch", "flags", "pages flagged", "status", title=f"Manual review in {store.url}", title_justify="left")
+    table = Table(title=f"Manual review in {store.url}", title_justify="left")
+    table.add_column("dossier", no_wrap=True, min_width=max((len(item.code or item.name) for item in items), default=7))
+    for column in ("batch", "flags", "pages flagged", "status"):
+        table.add_column(column, overflow="fold")
     for item in items:
-        pages = sorted({e["page"] for evs in item.flags.values() for e in evs if "page" in e})
+        pages = sorted({e["page"] + 1 for evs in item.flags.values() for e in evs if "page" in e})
         table.add_row(item.code or item.name, item.prefix.rsplit("/", 2)[0], ", ".join(item.flags),
                       ", ".join(map(str, pages)) or "-", "archived" if item.archived else "open")  # fmt: skip
     console.print(table)
@@ -379,7 +431,7 @@ def review_show(code: str, review: ReviewOption = None, to: Annotated[Path, type
     except DigitizeError as exc:
         raise _fail(exc) from None
     for flag, evidence in item.flags.items():
-        console.print(f"[bold]{flag}[/bold]: " + "; ".join(json.dumps(e, ensure_ascii=False) for e in evidence))
+        console.print(f"[bold]{flag}[/bold]: " + "; ".join(json.dumps(_counted_from_1(e), ensure_ascii=False) for e in evidence))
     for path in paths:
         console.print(f"  {path}")
     opener = shutil.which("xdg-open")
@@ -387,6 +439,16 @@ def review_show(code: str, review: ReviewOption = None, to: Annotated[Path, type
         for path in paths:
             if path.suffix == ".png":
                 subprocess.Popen([opener, str(path)])
+
+
+def _counted_from_1(evidence: dict) -> dict:
+    """Evidence as people read it: the manifests' 0-based page indexes counted from 1."""
+    shown = dict(evidence)
+    if isinstance(shown.get("page"), int):
+        shown["page"] += 1
+    if isinstance(shown.get("pages"), list):  # a list of pages; a bare number is a count
+        shown["pages"] = [p + 1 for p in shown["pages"]]
+    return shown
 
 
 @review_app.command("approve")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -23,6 +24,8 @@ DONE_MARKER = "_done.json"
 CLAIMS = "_claims/"
 ALIVE = ".alive"  # a claim's heartbeat, beside it
 SCHEMA = "digitize.batch/1"
+# A station id is the first part of every key of its batches, and a folder name in the review area.
+STATION_ID = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,8 @@ class ManifestFile(BaseModel):
     name: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int = Field(ge=0)
-    pages: int | None = Field(default=None, ge=1)  # counted by `digitize drop`; progress is shown in pages
+    # Counted by the station at drop time; absent in batch.json written before it was.
+    pages: int | None = Field(default=None, ge=1)
 
     @field_validator("name")
     @classmethod
@@ -56,16 +60,31 @@ class ManifestHint(BaseModel):
     last_page: int = Field(ge=0)
 
 
+class BadFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    reason: str
+
+
+def station_problem(station: str) -> str | None:
+    """Why `station` cannot be a station id, or None when it can."""
+    if re.fullmatch(STATION_ID, station):
+        return None
+    return "a station id is 1 to 64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit"
+
+
 class BatchManifest(BaseModel):
     """batch.json, written by the station after every page file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     schema_: str = Field(alias="schema", pattern=r"^digitize\.batch/1$")
-    station: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    station: str = Field(pattern=STATION_ID)
     operator: str
     scanned_at: datetime
     files: list[ManifestFile] = Field(min_length=1)
     dossiers: list[ManifestHint] = []
+    # Files the station knew to be bad and dropped anyway (`digitize drop --allow-bad`).
+    bad_files: list[BadFile] = []
 
     @model_validator(mode="after")
     def _each_file_once(self) -> BatchManifest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -13,7 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-from pipeline.errors import ConfigError, DigitizeError, InputError, writing_to
+import urllib3
+
+from pipeline.errors import EX_NOPERM, ConfigError, DigitizeError, InputError, writing_to
 
 # Object keys come from station PCs and become paths in a work folder: nothing that could
 # climb out of a folder or hide, and nothing a file system (255 bytes a name) or S3 (1024
@@ -29,6 +32,19 @@ class StorageError(DigitizeError):
 
     permanent = False
     exit_code = 75
+
+
+class StorageDenied(DigitizeError):
+    """Object storage refused the credentials (wrong keys) or the request (no permission): a retry cannot help."""
+
+    exit_code = EX_NOPERM
+
+
+# S3 error codes that mean "not you" or "not allowed", as opposed to a failure worth a retry.
+DENIED_CODES = frozenset({
+    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
+    "InvalidToken", "ExpiredToken", "AccountProblem",
+})  # fmt: skip
 
 
 class UnsafeKey(InputError):
@@ -115,6 +131,9 @@ class Store(ABC):
 
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
+
+    def check_access(self) -> None:
+        """Fail now, as one line, when the store will not answer or refuses us; a folder is checked on use."""
 
 
 def md5_file(path: Path) -> str:
@@ -208,6 +227,7 @@ class S3Store(Store):
 
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.url = f"s3://{bucket}/{self.prefix}".rstrip("/")
+        self.endpoint = endpoint
         self._client = Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, http_client=_http_client())
         from minio.error import S3Error
 
@@ -215,7 +235,7 @@ class S3Store(Store):
             with self._errors("bucket check"):
                 if not self._client.bucket_exists(bucket):
                     self._client.make_bucket(bucket)
-        except StorageError as exc:
+        except (StorageError, StorageDenied) as exc:
             # A least-privilege identity (a station may only write under its own prefix, see
             # deploy/minio-policies/) may not look at the bucket itself; its first object
             # request then says whether it may go on.
@@ -229,7 +249,13 @@ class S3Store(Store):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _errors(self, what: str):
-        return _s3_errors(f"{self.url}: {what}")
+        return _s3_errors(f"{self.url}: {what}", endpoint=self.endpoint)
+
+    def check_access(self) -> None:
+        # One page of the top level: cheap, and it needs what the nightly run's listing needs.
+        start = f"{self.prefix}/" if self.prefix else None
+        with self._errors("listing"):
+            next(iter(self._client.list_objects(self.bucket, prefix=start)), None)
 
     def list(self, prefix: str = "") -> list[StoredObject]:
         start = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
@@ -295,20 +321,47 @@ REQUEST_RETRIES = 4
 def _http_client():
     """The SDK's connection pool with our timeouts and retries, and its usual TLS checks."""
     import certifi
-    import urllib3
 
     return urllib3.PoolManager(
         timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT_S, read=READ_TIMEOUT_S), maxsize=10,
         cert_reqs="CERT_REQUIRED", ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
-        retries=urllib3.Retry(total=REQUEST_RETRIES, backoff_factor=1.0, backoff_max=8.0, status_forcelist=[500, 502, 503, 504]),
+        retries=_QuietRetry(total=REQUEST_RETRIES, backoff_factor=1.0, backoff_max=8.0, status_forcelist=[500, 502, 503, 504]),
     )  # fmt: skip
 
 
-class _s3_errors:
-    """Turn SDK and network failures into StorageError, without credentials in the message."""
+class _QuietRetry(urllib3.Retry):
+    """Our pools' retry policy, told apart so that its retries are not each logged as a warning."""
 
-    def __init__(self, what: str) -> None:
-        self.what = what
+
+def _not_our_retry(record: logging.LogRecord) -> bool:
+    """urllib3 warns on every retry with the whole exception; for our pools the final error says it once."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    return not (args and isinstance(args[0], _QuietRetry))
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_not_our_retry)
+
+
+def _unreachable_reason(exc: BaseException) -> str:
+    """"Connection refused", "timed out", ...: the socket's own words, without urllib3's object reprs."""
+    from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NameResolutionError
+
+    reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
+    if isinstance(reason, NameResolutionError):
+        return "name not resolved"
+    cause = reason.__cause__ or reason.__context__
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    if isinstance(reason, ConnectTimeoutError):
+        return "connection timed out"
+    return type(reason).__name__
+
+
+class _s3_errors:
+    """Turn SDK and network failures into StorageError (or StorageDenied), without credentials in the message."""
+
+    def __init__(self, what: str, *, endpoint: str) -> None:
+        self.what, self.endpoint = what, endpoint
 
     def __enter__(self):
         return self
@@ -317,10 +370,15 @@ class _s3_errors:
         if exc is None or isinstance(exc, DigitizeError):
             return False
         from minio.error import MinioException, S3Error
-        from urllib3.exceptions import HTTPError
+        from urllib3.exceptions import ConnectTimeoutError, HTTPError, MaxRetryError
 
         if isinstance(exc, S3Error):
+            if exc.code in DENIED_CODES:
+                raise StorageDenied(f"{self.what}: {exc.code} (check MINIO_ACCESS_KEY, MINIO_SECRET_KEY and the access policy)") from exc
             raise StorageError(f"{self.what}: {exc.code}") from exc
+        reason = exc.reason if isinstance(exc, MaxRetryError) else exc
+        if isinstance(reason, ConnectTimeoutError):
+            raise StorageError(f"cannot reach S3 endpoint {self.endpoint}: {_unreachable_reason(exc)} ({self.what})") from exc
         if isinstance(exc, MinioException | HTTPError | OSError):
             raise StorageError(f"{self.what}: {type(exc).__name__}") from exc
         return False

@@ -41,6 +41,16 @@ QUEUE_PER_WORKER = 2
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Where an input was before it reached this machine: a station's batch in the inbox."""
+
+    station: str
+    operator: str
+    batch: str  # the batch's key prefix in the inbox, "<station>/<batch>/"
+    key: str  # the scan's object key in the inbox
+
+
+@dataclass(frozen=True)
 class DocumentRecord:
     """A dossier written out: to records/ when clean, to manual/<name>/ when flagged."""
 
@@ -113,6 +123,7 @@ def process_inputs(
     on_pages: Callable[[int], None] | None = None,
     signer: RecordSigner | None = None,
     work_dir: Path | None = None,
+    provenance: Mapping[str, Provenance] | None = None,
 ) -> BatchReport:
     """Split each input into dossiers under `out_dir`, and describe the batch in report.json.
 
@@ -122,6 +133,8 @@ def process_inputs(
     With a `signer`, every PDF is signed; the manifest records it with and without the signature.
     Page work files go to a temporary folder in `work_dir` (default: the system's). A full or
     read-only disk raises OutputError naming the folder: it is no input's fault.
+    `provenance` maps an input's file name to where it came from; its manifests then say that
+    instead of the input's local path, which is only a work folder.
     """
     tesseract.require_languages(settings.ocr.languages)
     # A different signing key makes different records; where verify looks for trust does not.
@@ -145,7 +158,7 @@ def process_inputs(
         for path, stem in zip(inputs, output_stems(inputs), strict=True):
             try:
                 scan = open_input(path, settings.limits)
-                source = _describe_source(scan)
+                source = _describe_source(scan, (provenance or {}).get(Path(path).name))
             except InputError as exc:
                 report.rejected.append(Rejection(path, str(exc), exc.exit_code))
                 continue
@@ -465,7 +478,7 @@ def _write_report(report: BatchReport, out_dir: Path) -> None:
     atomic.write_text(out_dir / "report.json", json.dumps(body, indent=2, ensure_ascii=False) + "\n")
 
 
-def _describe_source(scan: ScanInput) -> dict:
+def _describe_source(scan: ScanInput, provenance: Provenance | None) -> dict:
     files = [
         {"name": path.name, "sha256": atomic.sha256_file(path), "bytes": path.stat().st_size}
         for path in scan.files
@@ -476,7 +489,8 @@ def _describe_source(scan: ScanInput) -> dict:
         # A folder's identity is its files' names and contents, in page order.
         lines = "".join(f"{f['name']}\t{f['sha256']}\n" for f in files)
         digest = hashlib.sha256(lines.encode()).hexdigest()
-    return {"path": str(scan.path), "kind": str(scan.kind), "sha256": digest, "pages": len(scan.pages), "files": files}
+    where = {"provenance": asdict(provenance)} if provenance else {"path": str(scan.path)}
+    return {**where, "kind": str(scan.kind), "sha256": digest, "pages": len(scan.pages), "files": files}
 
 
 def _state_path(context: _Context, stem: str) -> Path:

@@ -10,11 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # sysexits.h codes, so shell scripts and schedulers can tell failures apart.
+EX_USAGE = 64
 EX_DATAERR = 65
+EX_NOINPUT = 66
 EX_SOFTWARE = 70
 EX_OSERR = 71
 EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
+EX_NOPERM = 77
 EX_UNAVAILABLE = 69
 EX_CONFIG = 78
 
@@ -35,6 +38,12 @@ class InputError(DigitizeError):
         self.path = Path(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+class MissingInput(InputError):
+    """The file or folder named is not there: a typo rather than a bad scan."""
+
+    exit_code = EX_NOINPUT
 
 
 class EmptyInput(InputError):
@@ -59,6 +68,12 @@ class ActiveContent(InputError):
 
 class InputTooLarge(InputError):
     """Over a configured limit: pixels (decompression bomb), pages or bytes."""
+
+
+class UsageError(DigitizeError):
+    """A command given the wrong kind of argument (a file for a folder, a malformed id)."""
+
+    exit_code = EX_USAGE
 
 
 class ConfigError(DigitizeError):

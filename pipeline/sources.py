@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +22,7 @@ from pipeline.errors import (
     EncryptedInput,
     InputError,
     InputTooLarge,
+    MissingInput,
     UnsupportedInput,
 )
 from pipeline.settings import LimitSettings
@@ -106,19 +108,74 @@ def _natural_key(path: Path) -> list[object]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
+@dataclass(frozen=True)
+class FolderContents:
+    """A folder given to `digitize process`: its page images are one input; each PDF and
+    multi-page TIFF in it is an input of its own; anything else is skipped, and said so."""
+
+    page_images: tuple[Path, ...]
+    own_inputs: tuple[Path, ...]
+    skipped: tuple[Path, ...]
+
+
+def folder_contents(folder: Path, limits: LimitSettings) -> FolderContents:
+    page_images, own_inputs, skipped = [], [], []
+    for path in sorted((p for p in folder.iterdir() if p.is_file()), key=_natural_key):
+        suffix = path.suffix.lower()
+        if suffix == ".pdf":
+            own_inputs.append(path)
+        elif suffix in (".tif", ".tiff") and _multi_page_tiff(path, limits):
+            own_inputs.append(path)
+        elif suffix in PAGE_IMAGE_SUFFIXES and not path.name.startswith("."):
+            page_images.append(path)
+        else:
+            skipped.append(path)
+    return FolderContents(tuple(page_images), tuple(own_inputs), tuple(skipped))
+
+
+def _multi_page_tiff(path: Path, limits: LimitSettings) -> bool:
+    """Whether a TIFF holds more than one page; one that cannot be read stays a page image, to be rejected with its folder."""
+    try:
+        if sniff(path) is not FileKind.TIFF:
+            return False
+        with _open_image(path, limits) as img:
+            img.seek(1)
+            return True
+    except (InputError, EOFError, OSError, ValueError, SyntaxError):
+        return False
+
+
+@dataclass(frozen=True)
+class ExpandedInputs:
+    inputs: tuple[Path, ...]
+    skipped: tuple[Path, ...]  # files in a folder input that are not scans
+
+
+def expand_inputs(paths: Sequence[Path], limits: LimitSettings) -> ExpandedInputs:
+    """The inputs as `digitize process` takes them: a folder's PDFs and multi-page TIFFs become
+    inputs of their own, after the folder; its page images stay the folder's one input."""
+    inputs, skipped = [], []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            inputs.append(path)
+            continue
+        contents = folder_contents(path, limits)
+        if contents.page_images or not contents.own_inputs:
+            inputs.append(path)  # a folder of nothing is rejected as empty, by name
+        inputs.extend(contents.own_inputs)
+        skipped.extend(contents.skipped)
+    return ExpandedInputs(tuple(inputs), tuple(skipped))
+
+
 def open_input(path: Path, limits: LimitSettings) -> ScanInput:
-    """Check an input and list its pages, without decoding any pixels."""
+    """Check an input and list its pages, without decoding any pixels.
+
+    A folder's pages are its page images; its PDFs and multi-page TIFFs are inputs of their own
+    (see expand_inputs).
+    """
     path = Path(path)
     if path.is_dir():
-        files = sorted(
-            (
-                p
-                for p in path.iterdir()
-                if p.is_file() and not p.name.startswith(".")
-                and p.suffix.lower() in PAGE_IMAGE_SUFFIXES
-            ),
-            key=_natural_key,
-        )
+        files = folder_contents(path, limits).page_images
         if not files:
             raise EmptyInput(path, "folder holds no page images (.tif, .jpg, .png)")
         pages: list[PageRef] = []
@@ -130,7 +187,7 @@ def open_input(path: Path, limits: LimitSettings) -> ScanInput:
             _check_page_count(path, len(pages), limits)
         return ScanInput(path, InputKind.FOLDER, tuple(files), tuple(pages))
     if not path.exists():
-        raise InputError(path, "no such file or folder")
+        raise MissingInput(path, "no such file or folder")
     kind = _check_file(path, limits)
     pages = _list_pages(path, kind, first_index=0, limits=limits)
     _check_page_count(path, len(pages), limits)

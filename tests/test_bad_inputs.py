@@ -168,10 +168,14 @@ def test_empty_folder_and_missing_file(tmp_path):
     empty = tmp_path / "empty-folder"
     empty.mkdir()
     (empty / "readme.txt").write_text("no pages here")
-    proc = run_digitize("process", empty, tmp_path / "missing.tif", "--out", tmp_path / "out", "--jobs", "1", check=False)
-    assert proc.returncode != 0
+    proc = run_digitize("process", empty, "--out", tmp_path / "out", "--jobs", "1", check=False)
+    assert proc.returncode == 65
     assert f"{empty}: folder holds no page images" in proc.stderr
-    assert "missing.tif: no such file or folder" in proc.stderr
+    assert f"skipped: {empty}/readme.txt: not a scan" in proc.stderr
+    # A missing input is a typo: named before anything is written, with no output folder left behind.
+    missing = run_digitize("process", empty, tmp_path / "missing.tif", "--out", tmp_path / "out2", "--jobs", "1", check=False)
+    assert missing.returncode == 66 and not (tmp_path / "out2").exists()
+    assert missing.stderr.strip() == f"error: {tmp_path}/missing.tif: no such file or folder"
 
 
 def test_bad_setting_names_the_key(tmp_path):

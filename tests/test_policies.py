@@ -164,7 +164,7 @@ def test_station_drops_its_own_batches_and_cannot_touch_others(s3, tmp_path):
 
     # The real command, posing as another station: refused, nothing written there.
     posing = _digitize(own, "drop", _batch(tmp_path / "ho-so-2", seed=2), "--station", "vinh-02")
-    assert posing.returncode != 0 and "AccessDenied" in posing.stderr, posing.stdout + posing.stderr
+    assert posing.returncode == 77 and "AccessDenied" in posing.stderr, posing.stdout + posing.stderr
     assert not _keys("inbox", "vinh-02/")
 
     # Another station's batch, as that station dropped it.

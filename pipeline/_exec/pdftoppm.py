@@ -39,7 +39,9 @@ def rasterize(pdf: Path, *, page: int, dpi: int, timeout: float) -> Image.Image:
     except PDFInfoNotInstalledError:
         raise MissingProgram("poppler-utils is not installed (pdftoppm, pdfinfo)") from None
     except (PDFPageCountError, PDFSyntaxError) as exc:
-        raise CorruptInput(pdf, f"page {page + 1} cannot be rendered: {exc}") from None
+        # poppler repeats itself over several lines; staff get each complaint once, on one line.
+        said = "; ".join(dict.fromkeys(line.strip() for line in str(exc).splitlines() if line.strip()))
+        raise CorruptInput(pdf, f"page {page + 1} cannot be rendered: {said}") from None
     if len(images) != 1:
         raise CorruptInput(pdf, f"page {page + 1} rendered to {len(images)} images")
     return images[0]

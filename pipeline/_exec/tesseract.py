@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import re
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytesseract
 
 from pipeline._exec import run
-from pipeline.errors import ExternalProgramError, MissingProgram, OutputError, ProgramTimeout, out_of_space
+from pipeline.errors import ConfigError, ExternalProgramError, MissingProgram, OutputError, ProgramTimeout, out_of_space
 
 PROGRAM = "tesseract"
 MIN_VERSION = (5, 0)
@@ -45,11 +46,23 @@ def info() -> TesseractInfo:
     return TesseractInfo(str(version), Path(match.group(1)), languages)
 
 
+# Two-letter codes people type, and Tesseract's names for them (Tesseract names models by ISO 639-2/3).
+_ISO_639_1 = {
+    "vi": "vie", "en": "eng", "fr": "fra", "zh": "chi_sim", "ja": "jpn", "ko": "kor", "km": "khm",
+    "lo": "lao", "th": "tha", "de": "deu", "ru": "rus", "es": "spa",
+}  # fmt: skip
+
+
 def require_languages(languages: str) -> list[Path]:
     """Check that every model in "vie+eng" (and osd) is installed; return the model files."""
     installed = info()
     needed = [*languages.split("+"), "osd"]
     missing = [lang for lang in needed if lang not in installed.languages]
+    for lang in (m for m in missing if m != "osd"):
+        # "vi" for "vie": a setting mistake, not a model to install.
+        guess = _ISO_639_1.get(lang.lower()) or next(iter(difflib.get_close_matches(lang, sorted(installed.languages), n=1)), None)
+        if guess:
+            raise ConfigError(f"Tesseract has no language {lang!r}; did you mean {guess!r}? (--lang, ocr.languages)")
     if missing:
         packages = " ".join(f"tesseract-ocr-{m}" for m in missing)
         raise MissingProgram(f"Tesseract models not installed: {', '.join(missing)} ({packages})")
