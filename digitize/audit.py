@@ -1,8 +1,9 @@
 """The nightly audit log: one JSON line per event (batch claimed, dossier archived or flagged, input rejected).
 
-Object stores cannot append, so each run owns one object, audit/<yyyy>/<mm>/<dd>/<run>.jsonl
-in the archive, and rewrites it with its earlier lines unchanged and new ones after them.
-No run ever writes another run's log, so concurrent workers cannot lose each other's events.
+Object stores cannot append, so each writer owns one object, audit/<yyyy>/<mm>/<dd>/<time>-<run>[-<part>].jsonl
+in the archive (a run's night, and each of its batches), and rewrites it with its earlier lines
+unchanged and new ones after them. No writer ever writes another's log, so concurrent workers
+and batches cannot lose each other's events.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ AUDIT_PREFIX = "audit/"
 
 
 class AuditLog:
-    def __init__(self, store: Store, *, run: str, night: datetime | None = None) -> None:
+    """One writer's log. `part` names a writer within a run (a batch's task), so that writers
+    running at once in one run each own their object; each event still names the run."""
+
+    def __init__(self, store: Store, *, run: str, part: str = "", night: datetime | None = None) -> None:
         night = night or datetime.now(timezone.utc)
         self.store = store
         self.run = run
-        self.key = f"{AUDIT_PREFIX}{night:%Y/%m/%d}/{night:%H%M%S}-{run}.jsonl"
+        self.key = f"{AUDIT_PREFIX}{night:%Y/%m/%d}/{night:%H%M%S}-{run}{'-' + part if part else ''}.jsonl"
         self._host = socket.gethostname()
         self._lines: list[str] = []
         self._lock = threading.Lock()

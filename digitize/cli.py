@@ -20,9 +20,9 @@ from rich.table import Table
 from digitize.config import app_settings, parse_value
 from digitize.keys import load_record_signer
 from pipeline import models
-from pipeline._exec import tesseract
+from pipeline.programs import check_programs
 from pipeline.batch import BatchReport, process_inputs
-from pipeline.errors import ConfigError, DigitizeError, MissingInput
+from pipeline.errors import ConfigError, DigitizeError, ExitCode, MissingInput, most_serious
 from pipeline.settings import Settings
 from pipeline.sources import expand_inputs
 from pipeline.split import DossierHint
@@ -131,8 +131,8 @@ def process(
                 "output.profile": profile.value if profile else None,
             },
         )
-        # Before the progress bar: a language mistake is the only line shown.
-        tesseract.require_languages(settings.ocr.languages)
+        # Before the progress bar: a missing program or a language mistake is the only line shown.
+        check_programs(settings.ocr.languages)
         expanded = expand_inputs(inputs, settings.limits)
         for path in expanded.skipped:
             errors.print(f"[yellow]skipped:[/yellow] {escape(str(path))}: not a scan (PDF, TIFF, JPEG or PNG)", highlight=False, soft_wrap=True)
@@ -143,7 +143,7 @@ def process(
     for rejection in report.rejected:
         errors.print(f"[red]rejected:[/red] {rejection.reason}", highlight=False, soft_wrap=True)
     if report.rejected:
-        raise typer.Exit(max(r.exit_code for r in report.rejected))
+        raise typer.Exit(most_serious(r.exit_code for r in report.rejected))
 
 
 def _run_with_progress(
@@ -257,11 +257,11 @@ def run_command(
 
     try:
         settings = _settings(config, set_, {"service.inbox": inbox, "service.archive": archive, "service.review": review})
-        from digitize.storage import open_store
+        from digitize.preflight import check_service
         from flows.nightly import nightly
 
-        # Wrong keys or no access to the inbox: one line here, not a traceback from inside the flow.
-        open_store(settings.service.inbox, os.environ).check_access()
+        # Here as one line, rather than as a traceback in the flow's log (which checks again for deployments).
+        check_service(settings, os.environ)
 
         state = nightly(settings, jobs, wait_for_held=wait, return_state=True)
         report = state.result(raise_on_failure=False)
@@ -300,11 +300,10 @@ def run_command(
         elif batch.outcome == BatchOutcome.HELD:
             errors.print(f"[yellow]not taken:[/yellow] {escape(batch.batch)}: {escape(batch.detail)}", highlight=False, soft_wrap=True)
     console.print(f"{report.outcome}: {escape(report.message())}", highlight=False, soft_wrap=True)
-    failed = [b.exit_code or 75 for b in report.batches if b.outcome == BatchOutcome.FAILED]
-    if failed:
-        raise typer.Exit(max(failed))
-    if any(b.outcome == BatchOutcome.HELD for b in report.batches):
-        raise typer.Exit(75)  # --no-wait: ready batches were left to their holders
+    # --no-wait: a batch left to its holder is a temporary failure of this run.
+    codes = [b.exit_code or ExitCode.TEMPFAIL for b in report.batches if b.outcome in (BatchOutcome.FAILED, BatchOutcome.HELD)]
+    if codes:
+        raise typer.Exit(most_serious(codes))
 
 
 @app.command("status")

@@ -16,7 +16,7 @@ from digitize.storage import Store
 from pipeline import atomic
 from pipeline.assemble import RecordMetadata, write_record
 from pipeline.batch import process_inputs
-from pipeline.errors import DigitizeError, InputError
+from pipeline.errors import DigitizeError, ExitCode, InputError
 from pipeline.settings import Settings
 from pipeline.signing import RecordSigner
 
@@ -30,7 +30,7 @@ REJECTED = "rejected/"
 class ReviewError(DigitizeError):
     """A review command that cannot be carried out as asked."""
 
-    exit_code = 65
+    exit_code = ExitCode.DATAERR
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +15,8 @@ from urllib.parse import urlparse
 
 import urllib3
 
-from pipeline.errors import EX_NOPERM, ConfigError, DigitizeError, InputError, writing_to
+from pipeline import atomic
+from pipeline.errors import ConfigError, DigitizeError, ExitCode, InputError, TransientError, writing_to
 
 # Object keys come from station PCs and become paths in a work folder: nothing that could
 # climb out of a folder or hide, and nothing a file system (255 bytes a name) or S3 (1024
@@ -27,17 +27,14 @@ MAX_NAME_BYTES = 255
 PART_SIZE = 64 * 1024 * 1024
 
 
-class StorageError(DigitizeError):
-    """Object storage did not answer or refused; worth a retry."""
-
-    permanent = False
-    exit_code = 75
+class StorageError(TransientError):
+    """Object storage did not answer or failed; worth a retry."""
 
 
 class StorageDenied(DigitizeError):
     """Object storage refused the credentials (wrong keys) or the request (no permission): a retry cannot help."""
 
-    exit_code = EX_NOPERM
+    exit_code = ExitCode.NOPERM
 
 
 # S3 error codes that mean "not you" or "not allowed", as opposed to a failure worth a retry.
@@ -161,7 +158,7 @@ class LocalStore(Store):
     def list(self, prefix: str = "") -> list[StoredObject]:
         found = []
         for path in sorted(self.root.rglob("*")):
-            if path.is_file() and not path.name.startswith(".tmp-"):
+            if path.is_file() and not path.name.startswith(atomic.TEMP_PREFIX):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     stat = path.stat()
@@ -174,36 +171,14 @@ class LocalStore(Store):
 
     def upload(self, key: str, src: Path) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        os.close(fd)
-        try:
-            shutil.copyfile(src, tmp)
-            if md5_file(Path(tmp)) != md5_file(src):
+        with atomic.replacing(target) as fh, open(src, "rb") as source:
+            shutil.copyfileobj(source, fh)
+            fh.flush()
+            if md5_file(Path(fh.name)) != md5_file(src):
                 raise StorageError(f"{self.url}/{key}: copy does not match its source")
-            os.replace(tmp, target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-
-    def create_exclusive(self, key: str, data: bytes) -> bool:
-        """Create `key` only if absent; the file system makes this atomic."""
-        target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        return True
+        atomic.write_bytes(self._path(key), data)
 
     def read_bytes(self, key: str) -> bytes:
         return self._path(key).read_bytes()

@@ -20,12 +20,12 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from digitize.audit import AuditLog
 from digitize.batchjob import run_claimed_batch
 from digitize.inbox import BatchState, Claim, Readiness, apply_retention, scan_inbox
-from digitize.keys import load_record_signer
+from digitize.preflight import check_service, work_dir
 from digitize.night import (
     BatchOutcome, BatchResult, NightOutcome, NightReport, queue_left, review_queue, save_last_night, table_rows,
 )  # fmt: skip
 from digitize.storage import open_store
-from pipeline.errors import DigitizeError, OutputError, writing_to
+from pipeline.errors import DigitizeError, writing_to
 from pipeline.settings import Settings
 
 
@@ -70,11 +70,12 @@ class PageProgress:
     retry_condition_fn=_transient, retry_jitter_factor=RETRY_JITTER,
     task_run_name="batch {prefix}", cache_policy=NO_CACHE,
 )  # fmt: skip
-def process_batch(prefix: str, station: str, settings: Settings, jobs: int, audit: AuditLog) -> BatchResult:
+def process_batch(prefix: str, station: str, settings: Settings, jobs: int, run_id: str) -> BatchResult:
     """Claim, download, process, upload and verify, then mark the batch done."""
     started = time.monotonic()
     env = os.environ
     inbox, archive, review = (open_store(url, env) for url in (settings.service.inbox, settings.service.archive, settings.service.review))
+    audit = AuditLog(archive, run=run_id, part=_slug(prefix))
     claim = Claim(inbox, prefix, lease_s=settings.service.claim_lease_s, settle_s=settings.service.claim_settle_s)
     if not claim.acquire():
         if claim.holder is None:
@@ -85,9 +86,9 @@ def process_batch(prefix: str, station: str, settings: Settings, jobs: int, audi
             lease_left_s=claim.holder.lease_left_s,
         )  # fmt: skip
     try:
-        work_dir = _work_dir(settings)
-        with writing_to(work_dir or tempfile.gettempdir()):
-            scratch = tempfile.TemporaryDirectory(prefix="digitize-batch-", dir=work_dir)
+        folder = work_dir(settings)
+        with writing_to(folder or tempfile.gettempdir()):
+            scratch = tempfile.TemporaryDirectory(prefix="digitize-batch-", dir=folder)
         with scratch as tmp:
             result = run_claimed_batch(prefix, inbox, archive, review, Path(tmp), settings, jobs, audit, on_pages=PageProgress(prefix))
         return result.model_copy(update={"seconds": round(time.monotonic() - started, 1)})
@@ -138,12 +139,10 @@ def _night(settings: Settings, jobs: int, wait_for_held: bool) -> NightReport:
     logger = get_run_logger()
     started_at, started = datetime.now(timezone.utc), time.monotonic()
     try:
-        _check_work_dir(settings)
+        check_service(settings, os.environ)
         inbox, archive, review = (open_store(url, os.environ) for url in (settings.service.inbox, settings.service.archive, settings.service.review))
         incomplete_after = timedelta(hours=settings.service.incomplete_after_h)
         states = scan_inbox(inbox, incomplete_after=incomplete_after)
-        # A key that is configured but will not open stops the night here, before any batch is claimed.
-        load_record_signer(settings, os.environ)
     except DigitizeError as exc:
         create_markdown_artifact(
             f"# Tonight's digitization: Failed\n\nThe night stopped before any batch was taken up: {exc}\n",
@@ -160,7 +159,7 @@ def _night(settings: Settings, jobs: int, wait_for_held: bool) -> NightReport:
     progress = NightProgress(todo)
     results: dict[str, BatchResult] = {}
     while todo:
-        for result in _run_batches(todo, settings, jobs, audit):
+        for result in _run_batches(todo, settings, jobs, run_id):
             results[result.batch] = result
             progress.batch_finished(result)
         held = [r for r in results.values() if r.outcome == BatchOutcome.HELD]
@@ -192,7 +191,7 @@ def _night(settings: Settings, jobs: int, wait_for_held: bool) -> NightReport:
     return report
 
 
-def _run_batches(states: list[BatchState], settings: Settings, jobs: int, audit: AuditLog) -> list[BatchResult]:
+def _run_batches(states: list[BatchState], settings: Settings, jobs: int, run_id: str) -> list[BatchResult]:
     """Each batch as a task run tagged with its station; a failed batch becomes a FAILED result."""
     delays = settings.service.retry_delays_s
     batch_task = process_batch.with_options(retries=len(delays), retry_delay_seconds=delays or 0)
@@ -203,7 +202,7 @@ def _run_batches(states: list[BatchState], settings: Settings, jobs: int, audit:
         # A scan in two batches tonight is archived by the first; the second waits, then finds it archived.
         earlier = {id(f): f for c in checksums if (f := first_with.get(c)) is not None}
         future = batch_task.with_options(tags={f"station:{state.station}"}).submit(
-            state.prefix, state.station, settings, jobs, audit, wait_for=[allow_failure(f) for f in earlier.values()]
+            state.prefix, state.station, settings, jobs, run_id, wait_for=[allow_failure(f) for f in earlier.values()]
         )  # fmt: skip
         futures[future] = state
         for checksum in checksums:
@@ -221,7 +220,7 @@ def _run_batches(states: list[BatchState], settings: Settings, jobs: int, audit:
                 exit_code=exit_code,
             )  # fmt: skip
         if result.outcome in (BatchOutcome.DONE, BatchOutcome.REJECTED):
-            create_table_artifact(table_rows(result), key=_artifact_key(state.prefix), description=f"Batch {state.prefix} from {state.station}")
+            create_table_artifact(table_rows(result), key=f"batch-{_slug(state.prefix)}", description=f"Batch {state.prefix} from {state.station}")
         results.append(result)
     return results
 
@@ -241,23 +240,6 @@ class NightProgress:
         update_progress_artifact(self._artifact, 100.0 * sum(self.done.values()) / max(1, expected))
 
 
-def _work_dir(settings: Settings) -> Path | None:
-    """service.work_dir, or None for the system's temporary folder."""
-    return Path(settings.service.work_dir) if settings.service.work_dir else None
-
-
-def _check_work_dir(settings: Settings) -> None:
-    """Stop the night before any batch is claimed when the work folder cannot take a file."""
-    folder = _work_dir(settings) or Path(tempfile.gettempdir())
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder) as probe:
-            probe.write(b"digitize")
-            probe.flush()
-    except OSError as exc:
-        raise OutputError(f"service.work_dir {folder}: cannot write: {exc.strerror or exc}") from None
-
-
-def _artifact_key(prefix: str) -> str:
-    # Artifact keys allow lowercase letters, digits and dashes only.
-    return "batch-" + "".join(ch if ch.isalnum() else "-" for ch in prefix.lower()).strip("-")
+def _slug(prefix: str) -> str:
+    """A batch prefix as lowercase letters, digits and dashes: what artifact keys allow, and safe in an object key."""
+    return "".join(ch if ch.isalnum() else "-" for ch in prefix.lower()).strip("-")

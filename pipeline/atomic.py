@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from pipeline.errors import OutputError
 
@@ -14,13 +17,24 @@ UMASK = os.umask(0)
 os.umask(UMASK)
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, flush to disk, then rename over `path`."""
+# Temporary names start with this, so a folder listing (digitize.storage.LocalStore) can leave them out.
+TEMP_PREFIX = ".tmp-"
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[BinaryIO]:
+    """Write to a temporary file beside `path`; on success flush it to disk and rename it over `path`.
+
+    A failure leaves `path` as it was and no temporary file behind; a full or read-only disk
+    is an OutputError naming `path`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".part")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        # Opened by name, so the caller can read back what it wrote (fh.name) before it is renamed.
+        with open(tmp, "wb") as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~UMASK)
@@ -28,6 +42,15 @@ def write_bytes(path: Path, data: bytes) -> None:
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (see `replacing`)."""
+    with replacing(path) as fh:
+        fh.write(data)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from pipeline import __version__, atomic, models
 from pipeline._exec import tesseract
 from pipeline.assemble import RecordMetadata, WrittenRecord, write_record
-from pipeline.errors import CorruptInput, DigitizeError, InputError, OutputError, write_error, writing_to
+from pipeline.errors import CorruptInput, DigitizeError, InputError, OutputError, TransientError, write_error, writing_to
 from pipeline.page import PageResult, process_page
 from pipeline.settings import Settings
 from pipeline.signing import RecordSigner, SigningError
@@ -549,11 +549,8 @@ def _up_to_date(
         return None
 
 
-class WorkerLost(DigitizeError):
+class WorkerLost(TransientError):
     """A worker process died under us; nothing is wrong with the input."""
-
-    permanent = False
-    exit_code = 75
 
 
 class _InlineExecutor(cf.Executor):

@@ -6,33 +6,58 @@ import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from enum import IntEnum
 from pathlib import Path
 
-# sysexits.h codes, so shell scripts and schedulers can tell failures apart.
-EX_USAGE = 64
-EX_DATAERR = 65
-EX_NOINPUT = 66
-EX_SOFTWARE = 70
-EX_OSERR = 71
-EX_CANTCREAT = 73
-EX_TEMPFAIL = 75
-EX_NOPERM = 77
-EX_UNAVAILABLE = 69
-EX_CONFIG = 78
+class ExitCode(IntEnum):
+    """sysexits.h codes, so shell scripts and schedulers can tell failures apart."""
+
+    OK = 0
+    USAGE = 64  # a command given the wrong kind of argument
+    DATAERR = 65  # a bad input
+    NOINPUT = 66  # an input that is not there
+    UNAVAILABLE = 69  # a program or model missing
+    SOFTWARE = 70  # a program crashed, or a bug
+    CANTCREAT = 73  # output not writable
+    TEMPFAIL = 75  # worth trying again later
+    NOPERM = 77  # refused: wrong credentials or no permission
+    CONFIG = 78  # a bad setting
+
+
+# When several things failed, the exit code says the one a person must fix first: nothing works
+# until settings, programs and permissions are right; a bug or a disk comes next; a temporary
+# failure goes away by itself; a bad input concerns one file.
+_SEVERITY = (
+    ExitCode.CONFIG, ExitCode.UNAVAILABLE, ExitCode.NOPERM, ExitCode.SOFTWARE, ExitCode.CANTCREAT,
+    ExitCode.TEMPFAIL, ExitCode.USAGE, ExitCode.NOINPUT, ExitCode.DATAERR, ExitCode.OK,
+)  # fmt: skip
+
+
+def most_serious(codes: Iterable[int]) -> ExitCode:
+    """The exit code for a run in which each of `codes` happened (OK when there were none)."""
+    found = {ExitCode(code) for code in codes}
+    return next((code for code in _SEVERITY if code in found), ExitCode.OK)
 
 
 class DigitizeError(Exception):
-    """Base class. `permanent` errors must not be retried; transient ones may be."""
+    """Base class of every error the product raises. `permanent` errors must not be retried; transient ones may be."""
 
     permanent = True
-    exit_code = EX_SOFTWARE
+    exit_code = ExitCode.SOFTWARE
+
+
+class TransientError(DigitizeError):
+    """A failure that a later attempt may not meet: S3 or the network down, a timeout, a lost worker."""
+
+    permanent = False
+    exit_code = ExitCode.TEMPFAIL
 
 
 class InputError(DigitizeError):
     """A bad input: its file and the reason, shown to staff as one line."""
 
-    exit_code = EX_DATAERR
+    exit_code = ExitCode.DATAERR
 
     def __init__(self, path: os.PathLike | str, reason: str) -> None:
         self.path = Path(path)
@@ -43,7 +68,7 @@ class InputError(DigitizeError):
 class MissingInput(InputError):
     """The file or folder named is not there: a typo rather than a bad scan."""
 
-    exit_code = EX_NOINPUT
+    exit_code = ExitCode.NOINPUT
 
 
 class EmptyInput(InputError):
@@ -73,39 +98,43 @@ class InputTooLarge(InputError):
 class UsageError(DigitizeError):
     """A command given the wrong kind of argument (a file for a folder, a malformed id)."""
 
-    exit_code = EX_USAGE
+    exit_code = ExitCode.USAGE
 
 
 class ConfigError(DigitizeError):
     """A bad setting; the message names the key."""
 
-    exit_code = EX_CONFIG
+    exit_code = ExitCode.CONFIG
 
 
 class MissingProgram(DigitizeError):
     """An external program or language model is not installed."""
 
-    exit_code = EX_UNAVAILABLE
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class ExternalProgramError(DigitizeError):
-    """An external program crashed or produced nothing."""
+    """An external program crashed or produced nothing; `stderr` is what it said."""
 
-    exit_code = EX_SOFTWARE
+    exit_code = ExitCode.SOFTWARE
+
+    def __init__(self, message: str, *, stderr: str = "") -> None:
+        super().__init__(message)
+        self.stderr = stderr
 
 
-class ProgramTimeout(ExternalProgramError):
+class ProgramTimeout(ExternalProgramError, TransientError):
     """An external program ran past its timeout; a later run may succeed."""
 
     permanent = False
-    exit_code = EX_TEMPFAIL
+    exit_code = ExitCode.TEMPFAIL
 
 
 class OutputError(DigitizeError):
     """Output could not be written (disk full, no permission). Nothing partial is left."""
 
     permanent = False
-    exit_code = EX_CANTCREAT
+    exit_code = ExitCode.CANTCREAT
 
 
 # What the local disk answers when it, not the input or the network, is at fault.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,6 +19,8 @@ from pipeline.ocr import OcrResult, read_page
 from pipeline.pdfpage import build_page_pdf, encode_for_storage
 from pipeline.settings import Settings
 from pipeline.sources import PageRef, load_page
+
+log = logging.getLogger(__name__)
 
 # Tesseract's own orientation detector is trusted from this confidence on (its scale).
 OSD_MIN_CONFIDENCE = 2.0
@@ -216,7 +220,8 @@ def _ask_tesseract(
     cv2.imwrite(str(image), level)
     try:
         osd = tesseract.detect_orientation(image, dpi=round(analysis.dpi), timeout=settings.ocr.page_timeout_s)
-    except ExternalProgramError:
+    except ExternalProgramError as exc:  # the text-line evidence stands; OSD only breaks a tie
+        log.warning("%s: orientation detection failed (%s); keeping the text-line evidence", stem.name, exc)
         osd = None
     finally:
         image.unlink(missing_ok=True)

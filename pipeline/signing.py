@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,16 +15,13 @@ from pyhanko.sign import fields, signers
 from pyhanko.sign.timestamps import TimeStamper
 
 from pipeline import atomic
-from pipeline.errors import DISK_ERRNOS, DigitizeError, OutputError
+from pipeline.errors import DISK_ERRNOS, TransientError
 
 FIELD_NAME = "AgencySignature"
 
 
-class SigningError(DigitizeError):
+class SigningError(TransientError):
     """The record could not be signed: token or timestamp server unavailable. A later run may succeed."""
-
-    permanent = False
-    exit_code = 75
 
 
 @dataclass(frozen=True)
@@ -80,27 +75,15 @@ def sign_record(unsigned: Path, out: Path, *, signer: RecordSigner, code: str) -
         subfilter=fields.SigSeedSubFilter.PADES, md_algorithm="sha256",
     )  # fmt: skip
     signed_at = datetime.now(timezone.utc).replace(microsecond=0)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
-    try:
-        with open(unsigned, "rb") as src, os.fdopen(fd, "wb") as dst:
-            writer = _PdfaIncrementalWriter(src)
-            _add_invisible_field(writer)
-            try:
-                signers.PdfSigner(meta, signer.signer, timestamper=signer.timestamper).sign_pdf(writer, output=dst)
-            except Exception as exc:  # pyHanko raises many types: token, TSA and CMS errors alike
-                if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
-                    raise  # our own disk, not the token's or the network's fault
-                raise SigningError(f"{out.name}: cannot sign: {exc}") from None
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.chmod(tmp, 0o666 & ~atomic.UMASK)
-        os.replace(tmp, out)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"{out}: cannot write: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open(unsigned, "rb") as src, atomic.replacing(out) as dst:
+        writer = _PdfaIncrementalWriter(src)
+        _add_invisible_field(writer)
+        try:
+            signers.PdfSigner(meta, signer.signer, timestamper=signer.timestamper).sign_pdf(writer, output=dst)
+        except Exception as exc:  # pyHanko raises many types: token, TSA and CMS errors alike
+            if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+                raise  # our own disk, not the token's or the network's fault
+            raise SigningError(f"{out.name}: cannot sign: {exc}") from None
     return {
         "level": signer.level, "signed_at": signed_at.isoformat(), "reason": reason, "location": location,
         "field": FIELD_NAME, **signer.describe(),

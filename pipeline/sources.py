@@ -327,7 +327,7 @@ def _open_image(path: Path, limits: LimitSettings) -> Image.Image:
 
 
 def _follow_pixel_limit(limits: LimitSettings) -> None:
-    """Pillow's own bomb guard is process-wide, and pdf2image decodes pdftoppm's output through
+    """Pillow's own bomb guard is process-wide, and pdftoppm's output is decoded through
     it: in a worker that has only rasterized PDF pages it would still hold Pillow's default."""
     Image.MAX_IMAGE_PIXELS = limits.max_page_pixels
 

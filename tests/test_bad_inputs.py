@@ -217,7 +217,7 @@ def test_page_and_pixel_limits_refuse_a_pdf_before_anything_is_rasterized(tmp_pa
 
 
 def test_pillow_bomb_guard_follows_the_configured_pixel_limit_when_rasterizing(tmp_path, monkeypatch):
-    """pdf2image decodes pdftoppm's output through Pillow's process-wide guard, which in a page
+    """pdftoppm's output is decoded through Pillow's process-wide guard, which in a page
     worker that has only rasterized PDF pages would still hold Pillow's default (89 Mpixels),
     refusing pages the site's limits.max_page_pixels allows. Here that guard starts far below
     the page (1748x2480 at 300 dpi) and the configured limit must win."""

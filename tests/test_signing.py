@@ -222,7 +222,8 @@ def test_nightly_signs_writes_the_audit_log_and_verify_reads_archive_keys(test_c
     verified = digitize_cli(env, "verify", pdf_key)
     assert verified.returncode == 0 and verified.stdout.startswith(f"OK    {pdf_key}"), verified.stdout + verified.stderr
 
-    (log_key,) = [o.key for o in archive.list("audit/") if o.key.endswith(".jsonl")]
+    # The batch's own log (the night's, beside it, ends with night_finished).
+    (log_key,) = [o.key for o in archive.list("audit/") if "-nghi-loc-desk-" in o.key]
     assert log_key.startswith(f"audit/{dt.datetime.now(dt.timezone.utc):%Y/%m/%d}/") and log_key.endswith(".jsonl")
     events = [json.loads(line) for line in archive.read_bytes(log_key).decode().splitlines()]
     kinds = [e["event"] for e in events]

@@ -36,6 +36,6 @@ def run(
     if proc.returncode != 0:
         first = stderr.splitlines()[0] if stderr else "no message"
         raise ExternalProgramError(
-            f"{argv[0]} failed with exit code {proc.returncode} on {what}: {first}"
+            f"{argv[0]} failed with exit code {proc.returncode} on {what}: {first}", stderr=stderr
         )
     return proc

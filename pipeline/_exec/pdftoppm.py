@@ -1,20 +1,16 @@
-"""pdftoppm (poppler), through pdf2image: rasterize one PDF page that is not a single image."""
+"""pdftoppm (poppler): rasterize one PDF page that is not a single image."""
 
 from __future__ import annotations
 
 import functools
-import logging
-import subprocess
+import io
 from pathlib import Path
 
-import pdf2image
-from pdf2image.exceptions import PDFInfoNotInstalledError, PDFPageCountError, PDFSyntaxError
 from PIL import Image
 
 from pipeline._exec import run
-from pipeline.errors import CorruptInput, MissingProgram, ProgramTimeout
+from pipeline.errors import CorruptInput, ExternalProgramError, ProgramTimeout
 
-log = logging.getLogger(__name__)
 PROGRAM = "pdftoppm"
 
 
@@ -27,21 +23,20 @@ def version() -> str:
 
 
 def rasterize(pdf: Path, *, page: int, dpi: int, timeout: float) -> Image.Image:
-    """Render page `page` (0-based) at `dpi` as gray or colour, as poppler sees it."""
+    """Render page `page` (0-based) at `dpi` in colour, as poppler sees it (a PPM on stdout)."""
     version()
-    log.debug("pdftoppm %s page %d at %d dpi", pdf, page + 1, dpi)
+    argv = [PROGRAM, "-r", str(dpi), "-f", str(page + 1), "-l", str(page + 1), "-singlefile", str(pdf)]
     try:
-        images = pdf2image.convert_from_path(
-            pdf, dpi=dpi, first_page=page + 1, last_page=page + 1, timeout=timeout
-        )
-    except subprocess.TimeoutExpired:
-        raise ProgramTimeout(f"{PROGRAM} timed out after {timeout:g} s on {pdf} page {page + 1}") from None
-    except PDFInfoNotInstalledError:
-        raise MissingProgram("poppler-utils is not installed (pdftoppm, pdfinfo)") from None
-    except (PDFPageCountError, PDFSyntaxError) as exc:
+        proc = run(argv, timeout=timeout, what=f"{pdf} page {page + 1}")
+    except ExternalProgramError as exc:
+        if isinstance(exc, ProgramTimeout):
+            raise
         # poppler repeats itself over several lines; staff get each complaint once, on one line.
-        said = "; ".join(dict.fromkeys(line.strip() for line in str(exc).splitlines() if line.strip()))
+        said = "; ".join(dict.fromkeys(line.strip() for line in exc.stderr.splitlines() if line.strip())) or str(exc)
         raise CorruptInput(pdf, f"page {page + 1} cannot be rendered: {said}") from None
-    if len(images) != 1:
-        raise CorruptInput(pdf, f"page {page + 1} rendered to {len(images)} images")
-    return images[0]
+    try:
+        image = Image.open(io.BytesIO(proc.stdout))
+        image.load()
+    except (OSError, ValueError) as exc:
+        raise CorruptInput(pdf, f"page {page + 1} rendered to no image ({exc})") from None
+    return image
