@@ -263,7 +263,8 @@ def run_command(
         # Here as one line, rather than as a traceback in the flow's log (which checks again for deployments).
         check_service(settings, os.environ)
 
-        state = nightly(settings, jobs, wait_for_held=wait, return_state=True)
+        with _patient_ephemeral_server():
+            state = nightly(settings, jobs, wait_for_held=wait, return_state=True)
         report = state.result(raise_on_failure=False)
         if isinstance(report, BaseException):  # the night stopped before its report (a bad setting, S3 down)
             raise report
@@ -304,6 +305,22 @@ def run_command(
     codes = [b.exit_code or ExitCode.TEMPFAIL for b in report.batches if b.outcome in (BatchOutcome.FAILED, BatchOutcome.HELD)]
     if codes:
         raise typer.Exit(most_serious(codes))
+
+
+# Without PREFECT_API_URL, `run` starts Prefect's temporary server, which Prefect gives 20 s; a
+# worker machine busy with OCR can take longer, and the night would fail for it.
+EPHEMERAL_STARTUP_S = 120
+
+
+@contextlib.contextmanager
+def _patient_ephemeral_server():
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    if PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.name in os.environ:
+        yield
+        return
+    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: EPHEMERAL_STARTUP_S}):
+        yield
 
 
 @app.command("status")
