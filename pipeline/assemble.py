@@ -89,7 +89,10 @@ def assemble_pdfa(page_pdfs: list[Path], out: Path, *, flavour: str, metadata: R
 
 
 def _share_text_font(pdf: pikepdf.Pdf) -> None:
-    """Tesseract embeds its invisible font once per page; one copy serves them all."""
+    """Tesseract embeds its invisible font once per page; one copy serves them all.
+
+    The text-layer contract (pipeline/ocr.py) keeps the name for Tesseract's font, so any engine's is the same.
+    """
     shared: pikepdf.Object | None = None
     for page in pdf.pages:
         layer = page.Resources.get("/XObject", {}).get("/OcrText")

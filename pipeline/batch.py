@@ -22,6 +22,7 @@ from pipeline import __version__, atomic, models
 from pipeline._exec import tesseract
 from pipeline.assemble import RecordMetadata, WrittenRecord, write_record
 from pipeline.errors import CorruptInput, DigitizeError, InputError, OutputError, TransientError, write_error, writing_to
+from pipeline.ocr import TESSERACT, EngineChooser, OcrEngine, default_chooser
 from pipeline.page import PageResult, process_page
 from pipeline.settings import Settings
 from pipeline.signing import RecordSigner, SigningError
@@ -96,6 +97,7 @@ class _Job:
     work: Path
     source: dict
     hints: list[DossierHint]
+    engines: dict[int, OcrEngine]  # page index -> the engine that reads it
     results: dict[int, PageResult] = field(default_factory=dict)
     failure: DigitizeError | None = None
 
@@ -111,6 +113,16 @@ class _Context:
     models: list[dict]
     settings_digest: str
     signer: RecordSigner | None
+    engines: dict[str, tuple[OcrEngine, models.EngineRecord]]  # by name: the engines this run uses
+
+
+def _use_engine(context: _Context, engine: OcrEngine) -> None:
+    """Check an engine and its models once per run, in this process, before it reads a page."""
+    if engine.name in context.engines:
+        if context.engines[engine.name][0] != engine:
+            raise ValueError(f"two different OCR engines are named {engine.name!r}")
+        return
+    context.engines[engine.name] = (engine, models.engine_record(engine, context.settings.ocr.languages))
 
 
 def process_inputs(
@@ -124,6 +136,7 @@ def process_inputs(
     signer: RecordSigner | None = None,
     work_dir: Path | None = None,
     provenance: Mapping[str, Provenance] | None = None,
+    choose_engine: EngineChooser = default_chooser,
 ) -> BatchReport:
     """Split each input into dossiers under `out_dir`, and describe the batch in report.json.
 
@@ -135,13 +148,16 @@ def process_inputs(
     read-only disk raises OutputError naming the folder: it is no input's fault.
     `provenance` maps an input's file name to where it came from; its manifests then say that
     instead of the input's local path, which is only a work folder.
+    `choose_engine(page)` picks the OCR engine for each page (default: Tesseract for all).
     """
     tesseract.require_languages(settings.ocr.languages)
     # A different signing key makes different records; where verify looks for trust does not.
     identity = settings.model_dump_json(exclude={"service", "signing"}) + (signer.certificate_sha256 if signer else "")
+    tesseract_models = models.current_models(settings.ocr.languages)
     context = _Context(
-        out_dir, settings, models.as_records(models.current_models(settings.ocr.languages)),
+        out_dir, settings, models.as_records(tesseract_models),
         hashlib.sha256(identity.encode()).hexdigest(), signer,
+        {TESSERACT.name: (TESSERACT, models.engine_record(TESSERACT, settings.ocr.languages, known=tesseract_models))},
     )  # fmt: skip
     try:
         for folder in (out_dir / RECORDS, out_dir / MANUAL, out_dir / STATE):
@@ -163,14 +179,17 @@ def process_inputs(
                 report.rejected.append(Rejection(path, str(exc), exc.exit_code))
                 continue
             input_hints = list((hints or {}).get(Path(path).name, ()))
-            earlier = _up_to_date(context, stem, path, source["sha256"], input_hints)
+            engines = {ref.index: choose_engine(ref) for ref in scan.pages}
+            for engine in engines.values():
+                _use_engine(context, engine)
+            earlier = _up_to_date(context, stem, path, source["sha256"], input_hints, _routing(engines))
             if earlier is not None:
                 names.reserve(doc.name for doc in earlier)
                 report.documents.extend(earlier)
                 continue
             work = Path(tmp) / f"{len(pending):04d}"
             work.mkdir()
-            pending.append(_Job(stem, scan, work, source, input_hints))
+            pending.append(_Job(stem, scan, work, source, input_hints, engines))
             if on_pages:
                 on_pages(len(scan.pages))
 
@@ -243,7 +262,7 @@ def _run_pages(
         for job, ref in tasks:
             if job.failure is not None:
                 continue
-            in_flight[pool.submit(process_page, ref, job.work, settings)] = (job, ref)
+            in_flight[pool.submit(process_page, ref, job.work, settings, engine=job.engines[ref.index])] = (job, ref)
             if len(in_flight) >= window:
                 return
 
@@ -406,7 +425,7 @@ def _manifest(
             "mean_confidence": _mean_confidence(doc, pages),
         },
         "settings_sha256": context.settings_digest,
-        "pages": [_page_record(pages[i], in_pdf=i in doc.pages) for i in sorted(included)],
+        "pages": [_page_record(pages[i], in_pdf=i in doc.pages, context=context) for i in sorted(included)],
         "timings_s": timings,
     }
 
@@ -417,12 +436,19 @@ def _mean_confidence(doc: Document, pages: list[PageResult]) -> float | None:
     return round(sum(confidences) / len(confidences), 2) if confidences else None
 
 
-def _page_record(page: PageResult, *, in_pdf: bool) -> dict:
+def _page_record(page: PageResult, *, in_pdf: bool, context: _Context) -> dict:
     record = asdict(page)
     for internal in ("page_pdf", "thumbnail", "text"):
         record.pop(internal)
     record["in_pdf"] = in_pdf
+    # Which engine, version and model files read this page: null when no engine did (blank pages).
+    record["ocr_engine"] = asdict(context.engines[page.ocr_engine][1]) if page.ocr_engine else None
     return record
+
+
+def _routing(engines: Mapping[int, OcrEngine]) -> list[list]:
+    """The pages not read by Tesseract, as [index, engine name]: a rerun routed otherwise is not up to date."""
+    return [[index, engine.name] for index, engine in sorted(engines.items()) if engine.name != TESSERACT.name]
 
 
 def _write_review_material(folder: Path, doc: Document, pages: list[PageResult]) -> None:
@@ -504,6 +530,7 @@ def _save_state(context: _Context, job: _Job, written: list[DocumentRecord]) -> 
         "settings_sha256": context.settings_digest,
         "pipeline_version": __version__,
         "hints": [asdict(h) for h in job.hints],
+        "ocr_routing": _routing(job.engines),
         "documents": [
             {
                 **{k: v for k, v in asdict(doc).items() if k not in ("input", "pdf", "manifest", "up_to_date")},
@@ -518,7 +545,7 @@ def _save_state(context: _Context, job: _Job, written: list[DocumentRecord]) -> 
 
 
 def _up_to_date(
-    context: _Context, stem: str, input_path: Path, source_sha256: str, hints: list[DossierHint]
+    context: _Context, stem: str, input_path: Path, source_sha256: str, hints: list[DossierHint], routing: list[list]
 ) -> list[DocumentRecord] | None:
     """The documents from an earlier run, if from the same source, settings, hints and version."""
     try:
@@ -528,6 +555,7 @@ def _up_to_date(
             and state["settings_sha256"] == context.settings_digest
             and state["pipeline_version"] == __version__
             and state["hints"] == [asdict(h) for h in hints]
+            and state.get("ocr_routing", []) == routing
         )
         if not current:
             return None

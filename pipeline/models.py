@@ -8,13 +8,12 @@ import site
 import sysconfig
 from dataclasses import asdict, dataclass
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 
 from pipeline._exec import tesseract
 from pipeline.atomic import sha256_file, write_text
 from pipeline.errors import OutputError
-from pipeline.ocr import OCR_CONFIG, USER_WORDS
+from pipeline.ocr import TESSERACT, OcrEngine
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +28,6 @@ class ModelFile:
     pinned: bool  # the checksum is the one in pipeline/ocr_models/manifest.json
 
 
-def _files(languages: str) -> list[Path | Traversable]:
-    return [*tesseract.require_languages(languages), OCR_CONFIG, USER_WORDS]
-
-
 def _pinned() -> dict[str, str]:
     try:
         entries = json.loads(MANIFEST.read_text("utf-8"))["files"]
@@ -41,16 +36,16 @@ def _pinned() -> dict[str, str]:
     return {entry["name"]: entry["sha256"] for entry in entries}
 
 
-def current_models(languages: str) -> list[ModelFile]:
-    """The model files this run uses, and whether each matches the pinned checksum."""
+def current_models(languages: str, *, engine: OcrEngine = TESSERACT) -> list[ModelFile]:
+    """The model files an engine uses, and whether each matches the checksum pinned for Tesseract's."""
     pinned = _pinned()
     found = []
-    for source in _files(languages):
+    for source in engine.model_files(languages):
         with resources.as_file(source) as path:
             digest = sha256_file(path)
             size = path.stat().st_size
         match = pinned.get(path.name) == digest
-        if not match:
+        if not match and engine == TESSERACT:  # the pins are Tesseract's
             log.warning("%s differs from the checksum pinned in %s", path, MANIFEST)
         found.append(ModelFile(path.name, digest, size, match))
     return found
@@ -84,3 +79,18 @@ def write_manifest(languages: str) -> Path:
 
 def as_records(models: list[ModelFile]) -> list[dict]:
     return [asdict(m) for m in models]
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """The OCR engine that read a page, as the page's manifest record names it."""
+
+    name: str
+    version: str
+    models: dict[str, str]  # model file name -> sha256
+
+
+def engine_record(engine: OcrEngine, languages: str, *, known: list[ModelFile] | None = None) -> EngineRecord:
+    """`known`: the engine's model files when already checksummed, to spare hashing them again."""
+    files = known if known is not None else current_models(languages, engine=engine)
+    return EngineRecord(engine.name, engine.version(), {m.name: m.sha256 for m in files})

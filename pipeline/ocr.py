@@ -1,19 +1,47 @@
-"""OCR of one corrected page: text layer, plain text in NFC, and word confidences."""
+"""The OCR-engine seam: an engine reads one corrected page into NFC text and an invisible text layer.
+
+The text-layer contract, which `pdfpage.build_page_pdf` and `assemble` rely on to place a layer
+from any engine under the stored image:
+
+- `PageText.text_pdf` is a one-page PDF file (or None when the engine failed on the page);
+- its MediaBox is [0 0 W H] with W, H = the image's width and height in pixels × 72 / dpi,
+  the image being the level, upright page handed to `read_page` at the `dpi` handed with it;
+- text positions are in PDF points of that page, y up from its bottom-left corner, so a word's
+  box covers the same spot as the word on the image;
+- text is invisible (render mode 3, `3 Tr`), and the page draws nothing else: no images, no
+  vector graphics, no annotations, no optional content;
+- fonts are embedded TrueType (simple or Type 0/CIDFontType2) or Type 1 programs: PDF/A-1b
+  wants them even for invisible text, and the `pikepdf.pdfa` writer refuses Type 3 fonts;
+  text extraction must give the words (a ToUnicode map);
+- a font named `/GlyphLessFont` must be Tesseract's (Type 0, Identity-H, its `pdf.ttf` embedded,
+  identity ToUnicode: each 2-byte code is the UTF-16 code unit), because `assemble` keeps one
+  copy of it for all pages; an engine may write its text in it;
+- no transparency, JavaScript or encryption, so the record can still be PDF/A-1b or 2b;
+- `PageText.text` is the same words as plain text, Unicode NFC, pages without form feeds.
+
+Tesseract is the one engine today; `choose_engine` in `batch.process_inputs` can route chosen
+pages to another (a sparse-text pass on drawings, say), and each page's manifest record names
+the engine, its version and model files.
+"""
 
 from __future__ import annotations
 
 import csv
 import logging
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from pipeline._exec import tesseract
 from pipeline.errors import ExternalProgramError
+from pipeline.sources import PageRef
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +51,13 @@ USER_WORDS = resources.files("pipeline") / "ocr_models" / "vietnamese-headings.u
 
 
 @dataclass(frozen=True)
-class OcrResult:
-    text: str
-    text_pdf: Path | None  # Tesseract's invisible text layer; None when OCR failed
-    mean_confidence: float | None
+class PageText:
+    """What an engine read on one page."""
+
+    text: str  # NFC
+    text_pdf: Path | None  # the invisible text layer (see the contract above); None when OCR failed
+    mean_confidence: float | None  # 0-100
     words: int
-    confident_words: int  # confidence >= 60: evidence the page really carries text
     failure: str | None = None
 
     @property
@@ -36,32 +65,96 @@ class OcrResult:
         return sum(1 for ch in self.text if not ch.isspace())
 
 
-def read_page(gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeout: float) -> OcrResult:
-    """OCR a level, upright gray page. A Tesseract crash or timeout yields an empty result."""
-    image = work.with_suffix(".pgm")  # uncompressed: cheapest to write and for Leptonica to read
-    # Encoded, then written by Python: unlike cv2.imwrite, a full disk raises with its reason.
-    image.write_bytes(cv2.imencode(".pgm", gray)[1])
-    try:
-        with resources.as_file(OCR_CONFIG) as config_file, resources.as_file(USER_WORDS) as user_words:
-            files = tesseract.ocr(
-                image, work, languages=languages, dpi=round(dpi), config_file=config_file, timeout=timeout,
-                user_words=user_words,
-            )
-    except ExternalProgramError as exc:
-        log.warning("OCR failed, page gets an empty text layer: %s", exc)
-        return OcrResult("", None, None, 0, 0, failure=str(exc))
-    finally:
-        image.unlink(missing_ok=True)
-    confidences = _word_confidences(files.tsv)
-    text = unicodedata.normalize("NFC", files.txt.read_text("utf-8")).replace("\f", "").strip()
-    mean = round(sum(confidences) / len(confidences), 2) if confidences else None
-    return OcrResult(
-        text=text,
-        text_pdf=files.text_pdf,
-        mean_confidence=mean,
-        words=len(confidences),
-        confident_words=sum(1 for c in confidences if c >= 60),
-    )
+EMPTY_PAGE = PageText("", None, None, 0)
+
+
+@dataclass(frozen=True)
+class Orientation:
+    rotate: int  # degrees clockwise that make the page upright
+    confidence: float  # on the engine's own scale, only ever reported above its trust threshold
+
+
+class OcrEngine(Protocol):
+    """One OCR engine. Instances cross into page-worker processes, so they must pickle."""
+
+    @property
+    def name(self) -> str: ...
+
+    def version(self) -> str: ...
+
+    def model_files(self, languages: str) -> list[Path | Traversable]:
+        """The files that decide what the engine reads; raises ConfigError/MissingProgram when missing."""
+        ...
+
+    def orientation(self, gray: np.ndarray, *, dpi: float, work: Path, timeout: float) -> Orientation | None:
+        """The turn that makes a level page upright, or None when the engine cannot tell confidently."""
+        ...
+
+    def read_page(self, gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeout: float) -> PageText:
+        """Read a level, upright gray page; files go next to `work` (a path stem). A crash or timeout
+        gives an empty PageText with `failure` set, not an exception."""
+        ...
+
+
+# Chooses the engine for each page; called in the parent process, before the page is read.
+EngineChooser = Callable[[PageRef], OcrEngine]
+
+
+@dataclass(frozen=True)
+class TesseractEngine:
+    """Tesseract, run through `pipeline._exec.tesseract` (the one place faults are injected)."""
+
+    name: str = "tesseract"
+    # Tesseract's orientation detector is trusted from this confidence on (its scale).
+    min_orientation_confidence: float = 2.0
+
+    def version(self) -> str:
+        return tesseract.info().version
+
+    def model_files(self, languages: str) -> list[Path | Traversable]:
+        return [*tesseract.require_languages(languages), OCR_CONFIG, USER_WORDS]
+
+    def orientation(self, gray: np.ndarray, *, dpi: float, work: Path, timeout: float) -> Orientation | None:
+        image = work.with_suffix(".osd.pgm")
+        cv2.imwrite(str(image), gray)
+        try:
+            osd = tesseract.detect_orientation(image, dpi=round(dpi), timeout=timeout)
+        except ExternalProgramError as exc:  # the text-line evidence stands; the detector only breaks a tie
+            log.warning("%s: orientation detection failed (%s); keeping the text-line evidence", work.name, exc)
+            osd = None
+        finally:
+            image.unlink(missing_ok=True)
+        if osd is None or osd.confidence < self.min_orientation_confidence:
+            return None
+        return Orientation(osd.rotate, osd.confidence)
+
+    def read_page(self, gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeout: float) -> PageText:
+        image = work.with_suffix(".pgm")  # uncompressed: cheapest to write and for Leptonica to read
+        # Encoded, then written by Python: unlike cv2.imwrite, a full disk raises with its reason.
+        image.write_bytes(cv2.imencode(".pgm", gray)[1])
+        try:
+            with resources.as_file(OCR_CONFIG) as config_file, resources.as_file(USER_WORDS) as user_words:
+                files = tesseract.ocr(
+                    image, work, languages=languages, dpi=round(dpi), config_file=config_file, timeout=timeout,
+                    user_words=user_words,
+                )  # fmt: skip
+        except ExternalProgramError as exc:
+            log.warning("OCR failed, page gets an empty text layer: %s", exc)
+            return PageText("", None, None, 0, failure=str(exc))
+        finally:
+            image.unlink(missing_ok=True)
+        confidences = _word_confidences(files.tsv)
+        text = unicodedata.normalize("NFC", files.txt.read_text("utf-8")).replace("\f", "").strip()
+        mean = round(sum(confidences) / len(confidences), 2) if confidences else None
+        return PageText(text=text, text_pdf=files.text_pdf, mean_confidence=mean, words=len(confidences))
+
+
+TESSERACT = TesseractEngine()
+
+
+def default_chooser(ref: PageRef) -> OcrEngine:
+    """Every page to Tesseract."""
+    return TESSERACT
 
 
 def _word_confidences(tsv: Path) -> list[float]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,18 +10,13 @@ from pathlib import Path
 import cv2
 
 from pipeline import barcodes, geometry, paper, triage, vietnamese
-from pipeline._exec import tesseract
 from pipeline.blank import BlankEvidence, detect_blank
-from pipeline.errors import CorruptInput, ExternalProgramError
-from pipeline.ocr import OcrResult, read_page
+from pipeline.errors import CorruptInput
+from pipeline.ocr import EMPTY_PAGE, TESSERACT, OcrEngine, PageText
 from pipeline.pdfpage import build_page_pdf, encode_for_storage
 from pipeline.settings import Settings
 from pipeline.sources import PageRef, load_page
 
-log = logging.getLogger(__name__)
-
-# Tesseract's own orientation detector is trusted from this confidence on (its scale).
-OSD_MIN_CONFIDENCE = 2.0
 THUMBNAIL_WIDTH = 240
 
 
@@ -48,6 +41,7 @@ class PageResult:
     deskew_angle: float = 0.0
     blank: bool = False
     blank_evidence: dict = field(default_factory=dict)
+    ocr_engine: str | None = None  # the engine that read the page; None when none did (blank, unreadable)
     ocr_confidence: float | None = None
     words: int = 0
     characters: int = 0
@@ -75,7 +69,9 @@ class _Stopwatch:
             self.timings[name] = round(self.timings.get(name, 0.0) + time.perf_counter() - start, 4)
 
 
-def process_page(ref: PageRef, work_dir: Path, settings: Settings) -> PageResult:
+def process_page(
+    ref: PageRef, work_dir: Path, settings: Settings, *, engine: OcrEngine = TESSERACT
+) -> PageResult:
     """Turn one page reference into a one-page PDF and a thumbnail in `work_dir`, and its record."""
     clock = _Stopwatch()
     result = PageResult(ref.index, ref.path.name, ref.frame, timings=clock.timings)
@@ -94,24 +90,25 @@ def process_page(ref: PageRef, work_dir: Path, settings: Settings) -> PageResult
     with clock.stage("blank"):
         evidence = detect_blank(analysis, settings.blank)
     geo = geometry.Geometry(0, 0.0, 0.0, 0.0, 0, "none")
-    ocr = OcrResult("", None, None, 0, 0)
+    ocr = EMPTY_PAGE
     symbols: list[barcodes.Symbol] = []
     if not evidence.blank:
         # Nothing to orient or read on a blank page; OCR would only read bleed-through.
         with clock.stage("orient"):
             geo = geometry.measure(analysis, max_skew_deg=settings.geometry.max_skew_deg)
             if abs(geo.updown_score) < settings.geometry.orientation_margin:
-                geo = _ask_tesseract(analysis, geo, stem, settings)
+                geo = _ask_engine(engine, analysis, geo, stem, settings)
         skew = _applied_skew(geo, settings)
         with clock.stage("deskew"):
             level = geometry.level_image(gray, quarter_turns=geo.quarter_turns, skew_deg=skew, fill=255)
         with clock.stage("barcodes"):
             symbols = barcodes.read_symbols(level)
         with clock.stage("ocr"):
-            ocr = read_page(
+            ocr = engine.read_page(
                 level, dpi=page.dpi, work=stem, languages=settings.ocr.languages,
                 timeout=settings.ocr.page_timeout_s,
             )  # fmt: skip
+        result.ocr_engine = engine.name
         del level
     del gray
     skew = _applied_skew(geo, settings)
@@ -146,7 +143,7 @@ def _classify(
     analysis: geometry.AnalysisImage,
     geo: geometry.Geometry,
     symbols: list[barcodes.Symbol],
-    ocr: OcrResult,
+    ocr: PageText,
     settings: Settings,
 ) -> None:
     """Page-level flags, each with the values that raised it."""
@@ -211,25 +208,17 @@ def _blank_record(evidence: BlankEvidence) -> dict:
     }
 
 
-def _ask_tesseract(
-    analysis: geometry.AnalysisImage, geo: geometry.Geometry, stem: Path, settings: Settings
+def _ask_engine(
+    engine: OcrEngine, analysis: geometry.AnalysisImage, geo: geometry.Geometry, stem: Path, settings: Settings
 ) -> geometry.Geometry:
-    """When the text-line evidence for up/down is weak, let Tesseract's detector decide."""
+    """When the text-line evidence for up/down is weak, let the OCR engine's detector decide."""
     level = geometry.level_image(analysis.gray, quarter_turns=geo.quarter_turns, skew_deg=geo.skew_deg, fill=255)
-    image = stem.with_suffix(".osd.pgm")
-    cv2.imwrite(str(image), level)
-    try:
-        osd = tesseract.detect_orientation(image, dpi=round(analysis.dpi), timeout=settings.ocr.page_timeout_s)
-    except ExternalProgramError as exc:  # the text-line evidence stands; OSD only breaks a tie
-        log.warning("%s: orientation detection failed (%s); keeping the text-line evidence", stem.name, exc)
-        osd = None
-    finally:
-        image.unlink(missing_ok=True)
-    if osd is None or osd.confidence < OSD_MIN_CONFIDENCE:
+    found = engine.orientation(level, dpi=analysis.dpi, work=stem, timeout=settings.ocr.page_timeout_s)
+    if found is None:
         return geo
-    # OSD reports the clockwise turn that corrects the page; ours count counterclockwise.
-    extra = (-osd.rotate // 90) % 4
+    # The engine reports the clockwise turn that corrects the page; ours count counterclockwise.
+    extra = (-found.rotate // 90) % 4
     return geometry.Geometry(
         (geo.quarter_turns + extra) % 4, geo.skew_deg, geo.sideways_ratio,
-        osd.confidence, geo.marks, "osd",
+        found.confidence, geo.marks, "osd",
     )  # fmt: skip

@@ -102,6 +102,8 @@ def build_page_pdf(
     content = f"q {' '.join(f'{v:.6f}' for v in matrix)} cm {name} Do Q".encode()
     with contextlib.ExitStack() as stack:
         if text_pdf is not None:
+            # Any engine's layer, made to the contract in pipeline/ocr.py: its page is the
+            # corrected frame, so it is drawn as it is, with no matrix.
             # qpdf copies stream data lazily: the text PDF stays open until the save.
             text = stack.enter_context(pikepdf.open(text_pdf))
             layer = image_pdf.copy_foreign(text.pages[0].as_form_xobject())
