@@ -21,6 +21,7 @@ from pathlib import Path
 import jinja2
 import pikepdf
 from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from digitize import review as manual
@@ -372,7 +373,7 @@ def create_app(
     async def approve(request: Request) -> Response:
         user, form, note = await acting(request)
         item = find_item(str(form.get("p", "")))
-        manual.approve(stores.review, stores.archive, item, by=user.name, note=note)
+        await run_in_threadpool(lambda: manual.approve(stores.review, stores.archive, item, by=user.name, note=note))
         return back_to(None, "approve")
 
     @app.post("/item/replace")
@@ -398,13 +399,14 @@ def create_app(
                         raise manual.ReviewError(f"{upload.filename}: larger than limits.max_input_bytes ({settings.limits.max_input_bytes} bytes)")
                     fh.write(chunk)
             # The checks a station makes before it drops a scan: type, size, pages, a decodable first page.
-            checked = check_folder(rescan.parent, limits=settings.limits)
+            checked = await run_in_threadpool(lambda: check_folder(rescan.parent, limits=settings.limits))
             if checked.bad:
                 raise manual.ReviewError(f"{upload.filename}: {checked.bad[0].reason}")
-            manual.replace_pages(
+            # Blocking work (OCR, signing, which runs its own event loop) goes to a worker thread.
+            await run_in_threadpool(lambda: manual.replace_pages(
                 stores.review, item, pages=numbers, rescan=rescan, settings=settings, by=user.name, signer=signer(),
                 note=note, audit=stores.archive, insert=insert,
-            )  # fmt: skip
+            ))  # fmt: skip
         return back_to(item, "insert" if insert else "replace")
 
     @app.post("/item/split")
@@ -414,24 +416,26 @@ def create_app(
         at = _numbers(str(form.get("at", "")))
         if len(at) != 1:
             raise manual.ReviewError("give the one page number where the new dossier starts")
-        new = manual.split_item(
+        new = await run_in_threadpool(lambda: manual.split_item(
             stores.review, item, at=at[0], new_name=str(form.get("new_name", "")).strip(), settings=settings, by=user.name,
             signer=signer(), note=note, audit=stores.archive,
-        )  # fmt: skip
+        ))  # fmt: skip
         return back_to(new, "split")
 
     @app.post("/item/code")
     async def set_code(request: Request) -> Response:
         user, form, note = await acting(request)
         item = find_item(str(form.get("p", "")))
-        manual.set_code(stores.review, item, code=str(form.get("code", "")).strip(), settings=settings, by=user.name, note=note, audit=stores.archive)
+        code = str(form.get("code", "")).strip()
+        await run_in_threadpool(lambda: manual.set_code(stores.review, item, code=code, settings=settings, by=user.name, note=note, audit=stores.archive))
         return back_to(item, "set_code")
 
     @app.post("/item/send-back")
     async def send_back(request: Request) -> Response:
         user, form, note = await acting(request)
         item = find_item(str(form.get("p", "")))
-        manual.send_back(stores.review, stores.inbox, item, pages=_numbers(str(form.get("pages", ""))), note=note, by=user.name, audit=stores.archive)
+        pages = _numbers(str(form.get("pages", "")))
+        await run_in_threadpool(lambda: manual.send_back(stores.review, stores.inbox, item, pages=pages, note=note, by=user.name, audit=stores.archive))
         return back_to(item, "send_back")
 
     def find_quarantined(key: str) -> manual.QuarantinedInput:
@@ -443,13 +447,15 @@ def create_app(
     @app.post("/quarantine/release")
     async def release(request: Request) -> Response:
         user, form, note = await acting(request)
-        manual.release(stores.review, stores.inbox, find_quarantined(str(form.get("key", ""))), by=user.name, note=note, audit=stores.archive)
+        entry = find_quarantined(str(form.get("key", "")))
+        await run_in_threadpool(lambda: manual.release(stores.review, stores.inbox, entry, by=user.name, note=note, audit=stores.archive))
         return RedirectResponse("/?tab=quarantine&done=release", status_code=303)
 
     @app.post("/quarantine/discard")
     async def discard(request: Request) -> Response:
         user, form, note = await acting(request)
-        manual.discard(stores.review, find_quarantined(str(form.get("key", ""))), reason=note, by=user.name, audit=stores.archive)
+        entry = find_quarantined(str(form.get("key", "")))
+        await run_in_threadpool(lambda: manual.discard(stores.review, entry, reason=note, by=user.name, audit=stores.archive))
         return RedirectResponse("/?tab=quarantine&done=discard", status_code=303)
 
     @app.get("/actions")
