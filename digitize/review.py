@@ -49,9 +49,14 @@ class ReviewItem:
     flags: dict[str, list[dict]]
     thumbnails: dict[str, str]
     archived: bool
-    archive_name: str = ""  # the record's name in the archive: the code a person set, or `name`
+    archive_as: str | None = None  # the code a person set for it, when they did
     batch: str = ""  # "<station>/<batch>/"
     resolved: tuple[dict, ...] = ()  # flags a replacement or split took away, with the action
+
+    @property
+    def archive_name(self) -> str:
+        """The record's name in the archive: the code a person set, or the item's name."""
+        return self.archive_as or self.name
 
     @property
     def station(self) -> str:
@@ -70,7 +75,7 @@ def list_items(review: Store, *, include_archived: bool = False) -> list[ReviewI
             continue
         items.append(ReviewItem(
             prefix, item["name"], item["code"], item["archive_folder"], reasons["flags"], reasons["thumbnails"], archived,
-            archive_name=item.get("archive_name") or item["name"], batch=prefix.rsplit("/", 2)[0] + "/",
+            archive_as=item.get("archive_name"), batch=prefix.rsplit("/", 2)[0] + "/",
             resolved=tuple(reasons.get("resolved", [])),
         ))  # fmt: skip
     return items
