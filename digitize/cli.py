@@ -240,6 +240,12 @@ def drop(
         console.print(f"{folder} was already dropped as {store.url}/{prefix}; nothing uploaded")
     if checked.bad:
         console.print(f"{len(checked.bad)} bad scan(s) uploaded anyway and named in batch.json; the nightly run quarantines them")
+    from digitize.review import station_requests
+
+    for request in station_requests(store, station):
+        pages = ", ".join(map(str, request.get("pages") or [])) or "all"
+        console.print(f"[yellow]rescan requested:[/yellow] {escape(request['dossier'])} pages {pages} by {escape(request['by'])}: "
+                      f"{escape(request.get('note') or '')} ({escape(request['key'])})", highlight=False, soft_wrap=True)  # fmt: skip
 
 
 @app.command("run")
@@ -426,7 +432,7 @@ def review_list(review: ReviewOption = None, all_: Annotated[bool, typer.Option(
     for column in ("batch", "flags", "pages flagged", "status"):
         table.add_column(column, overflow="fold")
     for item in items:
-        pages = sorted({e["page"] + 1 for evs in item.flags.values() for e in evs if "page" in e})
+        pages = sorted({e.get("dossier_page") or e["page"] + 1 for evs in item.flags.values() for e in evs if "page" in e or "dossier_page" in e})
         table.add_row(item.code or item.name, item.prefix.rsplit("/", 2)[0], ", ".join(item.flags),
                       ", ".join(map(str, pages)) or "-", "archived" if item.archived else "open")  # fmt: skip
     console.print(table)
@@ -505,6 +511,94 @@ def review_replace(
     except DigitizeError as exc:
         raise _fail(exc) from None
     console.print(f"{code}: pages {entry['pages_replaced']} replaced by {rescan.name}; new PDF sha256 {entry['pdf_sha256'][:16]}…")
+
+
+@review_app.command("add-user")
+def review_add_user(
+    name: Annotated[str, typer.Argument(help="The user's sign-in name (a-z, 0-9, '.', '_', '-').")],
+    role: Annotated[str, typer.Option(help="reviewer (acts on items) or supervisor (also sees everyone's actions).")],
+    config: ConfigOption = None,
+) -> None:
+    """Add a review station account (or set its password); the password is read from standard input."""
+    from digitize.web.users import Role, add_user
+
+    try:
+        settings = _settings(config, None, {})
+        if role not in Role.__members__.values():
+            raise ConfigError(f"--role {role!r}: expected reviewer or supervisor")
+        password = sys.stdin.readline().rstrip("\n")
+        add_user(Path(settings.review.users_file), name, role=Role(role), password=password)
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    console.print(f"{name} ({role}) can sign in to the review station; accounts in {settings.review.users_file}")
+
+
+@review_app.command("serve")
+def review_serve(
+    host: Annotated[str, typer.Option(help="Address to listen on; the default keeps the station on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8070,
+    config: ConfigOption = None,
+) -> None:
+    """Run the review station: a web application for the manual-handling queue and the quarantine."""
+    import uvicorn
+
+    from digitize.storage import open_store
+    from digitize.web.app import Stores, create_app
+
+    try:
+        settings = _settings(config, None, {})
+        users = Path(settings.review.users_file)
+        if not users.exists():
+            raise ConfigError(f"review.users_file {users}: no accounts yet; add one with `digitize review add-user NAME --role reviewer`")
+        stores = Stores(*(open_store(url, os.environ) for url in (settings.service.review, settings.service.archive, settings.service.inbox)))
+        load_record_signer(settings, os.environ)  # a bad key is a config error now, not on the first replace
+        app_ = create_app(settings, stores=stores, users_file=users, signer=lambda: load_record_signer(settings, os.environ))
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    console.print(f"review station on http://{host}:{port}/ (review {stores.review.url}); Ctrl+C to stop")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+@review_app.command("split")
+def review_split(
+    code: str,
+    at: Annotated[int, typer.Option(help="The new dossier starts at this page (1-based).")],
+    new_name: Annotated[str, typer.Option(help="Name of the new dossier (letters, digits, '.', '_', '-').")],
+    review: ReviewOption = None, by: ByOption = None, config: ConfigOption = None,
+) -> None:  # fmt: skip
+    """Split a dossier in two (when the night's split was wrong): pages AT.. become a new item."""
+    from digitize import review as manual
+
+    try:
+        settings, store = _review_stores(config, review)
+        new = manual.split_item(store, manual.find(store, code), at=at, new_name=new_name, settings=settings, by=by,
+                                signer=load_record_signer(settings, os.environ))  # fmt: skip
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    console.print(f"{code}: pages from {at} on are now {new.prefix.rstrip('/')}")
+
+
+@review_app.command("send-back")
+def review_send_back(
+    code: str, pages: Annotated[str, typer.Option(help="Pages to rescan, 1-based: N,M.")] = "",
+    note: Annotated[str, typer.Option(help="What the station should do.")] = "",
+    review: ReviewOption = None, by: ByOption = None, config: ConfigOption = None,
+) -> None:  # fmt: skip
+    """Ask the dossier's station to scan it again; `digitize drop` shows the request there."""
+    from digitize import review as manual
+    from digitize.storage import open_store
+
+    try:
+        numbers = [int(p) for p in pages.split(",") if p.strip()]
+    except ValueError:
+        raise _fail(ConfigError(f"--pages {pages!r}: expected page numbers like 3,4")) from None
+    try:
+        settings, store = _review_stores(config, review)
+        inbox = open_store(settings.service.inbox, os.environ)
+        key = manual.send_back(store, inbox, manual.find(store, code), pages=numbers, note=note, by=by)
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    console.print(f"{code}: request {inbox.url}/{key}")
 
 
 @app.command("verify")

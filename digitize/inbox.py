@@ -24,6 +24,8 @@ DONE_MARKER = "_done.json"
 CLAIMS = "_claims/"
 ALIVE = ".alive"  # a claim's heartbeat, beside it
 SCHEMA = "digitize.batch/1"
+# Requests from the review station to a station (`<station>/_requests/<id>.json`): not a batch.
+REQUESTS = "_requests"
 # A station id is the first part of every key of its batches, and a folder name in the review area.
 STATION_ID = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
@@ -150,7 +152,7 @@ def scan_inbox(store: Store, *, incomplete_after: timedelta, now: datetime | Non
     by_batch: dict[str, dict[str, StoredObject]] = {}
     for obj in store.list():
         parts = obj.key.split("/")
-        if len(parts) < 3:
+        if len(parts) < 3 or parts[1] == REQUESTS:
             continue
         prefix = f"{parts[0]}/{parts[1]}/"
         by_batch.setdefault(prefix, {})[obj.key[len(prefix):]] = obj

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import re
+import secrets
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -12,7 +14,9 @@ from pathlib import Path
 
 import pikepdf
 
-from digitize.storage import Store
+from digitize.audit import AuditLog
+from digitize.inbox import BATCH_MANIFEST, REQUESTS, SCHEMA
+from digitize.storage import Store, check_key, key_problem, printable_key
 from pipeline import atomic
 from pipeline.assemble import RecordMetadata, write_record
 from pipeline.batch import process_inputs
@@ -25,6 +29,9 @@ ARCHIVED = "_archived.json"
 ACTIONS = "actions/"
 # Quarantine: copies of inputs that could not be processed, each with its reason.
 REJECTED = "rejected/"
+# Quarantined inputs a person discarded: kept, never deleted, with who and why.
+REJECTED_KEPT = "rejected-kept/"
+QUARANTINE_ACTIONS = "rejected-actions/"
 
 
 class ReviewError(DigitizeError):
@@ -42,6 +49,18 @@ class ReviewItem:
     flags: dict[str, list[dict]]
     thumbnails: dict[str, str]
     archived: bool
+    archive_as: str | None = None  # the code a person set for it, when they did
+    batch: str = ""  # "<station>/<batch>/"
+    resolved: tuple[dict, ...] = ()  # flags a replacement or split took away, with the action
+
+    @property
+    def archive_name(self) -> str:
+        """The record's name in the archive: the code a person set, or the item's name."""
+        return self.archive_as or self.name
+
+    @property
+    def station(self) -> str:
+        return self.prefix.split("/", 1)[0]
 
 
 def list_items(review: Store, *, include_archived: bool = False) -> list[ReviewItem]:
@@ -54,28 +73,77 @@ def list_items(review: Store, *, include_archived: bool = False) -> list[ReviewI
         archived = prefix + ARCHIVED in keys
         if archived and not include_archived:
             continue
-        items.append(ReviewItem(prefix, item["name"], item["code"], item["archive_folder"], reasons["flags"], reasons["thumbnails"], archived))
+        items.append(ReviewItem(
+            prefix, item["name"], item["code"], item["archive_folder"], reasons["flags"], reasons["thumbnails"], archived,
+            archive_as=item.get("archive_name"), batch=prefix.rsplit("/", 2)[0] + "/",
+            resolved=tuple(reasons.get("resolved", [])),
+        ))  # fmt: skip
     return items
 
 
 def find(review: Store, code: str) -> ReviewItem:
-    matches = [i for i in list_items(review, include_archived=True) if code in (i.code, i.name)]
+    """The open item named `code`: its dossier code, its name, or, when names clash, `<station>/<batch>/<name>`."""
+    full = code.strip("/") + "/"
+    matches = [i for i in list_items(review, include_archived=True) if code in (i.code, i.name) or i.prefix == full]
     open_items = [i for i in matches if not i.archived]
     if not matches:
         raise ReviewError(f"{code}: no such dossier in {review.url}")
     if not open_items:
         raise ReviewError(f"{code}: already archived")
     if len(open_items) > 1:
-        raise ReviewError(f"{code}: {len(open_items)} open items match; give the full name")
+        names = ", ".join(i.prefix.rstrip("/") for i in open_items)
+        raise ReviewError(f"{code}: {len(open_items)} open items match ({names}); give the full <station>/<batch>/<name>")
     return open_items[0]
 
 
-def record_action(review: Store, item: ReviewItem, action: str, *, by: str | None, details: dict) -> dict:
-    """Append-only by construction: one object per action, never rewritten."""
+def item_at(review: Store, prefix: str, *, include_archived: bool = True) -> ReviewItem:
+    """The item whose folder is `prefix`, found by listing: a prefix from a browser never becomes a path."""
+    for item in list_items(review, include_archived=include_archived):
+        if item.prefix == prefix:
+            return item
+    raise ReviewError(f"{printable_key(prefix)}: no such item in {review.url}")
+
+
+def record_action(
+    review: Store, item: ReviewItem, action: str, *, by: str | None, details: dict, audit: Store | None = None
+) -> dict:
+    """Append-only by construction: one object per action, never rewritten.
+
+    The entry also goes into the dossier's manifest (`review`), and, given the archive as
+    `audit`, into the audit log there, so who did what stays with the record.
+    """
     entry = {"action": action, "by": by or getpass.getuser(), "at": datetime.now(timezone.utc).isoformat(), **details}
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     review.put_bytes(f"{item.prefix}{ACTIONS}{stamp}-{action}.json", json.dumps(entry, ensure_ascii=False).encode())
+    manifest_key = f"{item.prefix}{item.name}.json"
+    if review.exists(manifest_key):
+        manifest = json.loads(review.read_bytes(manifest_key))
+        manifest.setdefault("review", []).append(entry)
+        review.put_bytes(manifest_key, json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+    if audit is not None:
+        _audit(audit, f"review_{action}", by=entry["by"], item=item.prefix, dossier=item.code or item.name, **details)
     return entry
+
+
+def _audit(archive: Store, event: str, *, by: str, **details: object) -> None:
+    log = AuditLog(archive, run=f"review-{datetime.now(timezone.utc):%H%M%S%f}-{secrets.token_hex(3)}")
+    log.record(event, by=by, **details)
+    log.flush()
+
+
+def list_actions(review: Store, *, by: str | None = None) -> list[dict]:
+    """Every recorded action, newest first, with the item it was taken on; only `by`'s when given."""
+    entries = []
+    for obj in review.list():
+        if f"/{ACTIONS}" in obj.key and obj.key.endswith(".json"):
+            entry = json.loads(review.read_bytes(obj.key))
+            if by is None or entry.get("by") == by:
+                entries.append({"item": obj.key.split(f"/{ACTIONS}")[0], **entry})
+        elif obj.key.startswith(QUARANTINE_ACTIONS) and obj.key.endswith(".json"):
+            entry = json.loads(review.read_bytes(obj.key))
+            if by is None or entry.get("by") == by:
+                entries.append(entry)
+    return sorted(entries, key=lambda e: e.get("at", ""), reverse=True)
 
 
 def fetch(review: Store, item: ReviewItem, dest: Path) -> list[Path]:
@@ -90,90 +158,366 @@ def fetch(review: Store, item: ReviewItem, dest: Path) -> list[Path]:
     return paths
 
 
-def approve(review: Store, archive: Store, item: ReviewItem, *, by: str | None) -> list[str]:
+def approve(review: Store, archive: Store, item: ReviewItem, *, by: str | None, note: str = "") -> list[str]:
     """Archive the dossier as it is: PDF, text, then manifest; then mark the item archived.
 
+    The PDF was signed when the night made it (or when a page was replaced); it is archived unchanged.
     An archived record is never overwritten: when another is already archived under this name
     (two dossiers claimed one code, and the other was approved first), this refuses.
     """
-    keys = []
-    manifest_key = f"{item.archive_folder}{item.name}.json"
+    if item.archived:
+        raise ReviewError(f"{item.name}: already archived")
+    name = item.archive_name
+    manifest_key = f"{item.archive_folder}{name}.json"
     if archive.exists(manifest_key) and archive.read_bytes(manifest_key) != review.read_bytes(f"{item.prefix}{item.name}.json"):
-        raise ReviewError(f"{item.name}: {archive.url}/{manifest_key} is another record; an archived record is never overwritten")
+        raise ReviewError(f"{name}: {archive.url}/{manifest_key} is another record; an archived record is never overwritten")
+    keys = [f"{item.archive_folder}{name}{ext}" for ext in (".pdf", ".txt", ".json")]
+    # Recorded first, so the archived manifest carries who approved it and when.
+    entry = record_action(review, item, "approve", by=by, details={"archived_as": keys, "note": note}, audit=archive)
     with tempfile.TemporaryDirectory(prefix="digitize-review-") as tmp:
-        for ext in (".pdf", ".txt", ".json"):
+        for ext, key in zip((".pdf", ".txt", ".json"), keys, strict=True):
             local = Path(tmp) / f"{item.name}{ext}"
             review.download(f"{item.prefix}{item.name}{ext}", local)
-            key = f"{item.archive_folder}{item.name}{ext}"
             archive.upload(key, local)
-            keys.append(key)
-    entry = record_action(review, item, "approve", by=by, details={"archived_as": keys})
     review.put_bytes(item.prefix + ARCHIVED, json.dumps(entry, ensure_ascii=False).encode())
     return keys
 
 
+def dossier_page(manifest: dict, evidence: dict) -> int | None:
+    """The 1-based page of the dossier PDF that `evidence` is about, or None when it is about no one page.
+
+    The night's evidence names the page of the source scan (`page`, 0-based); after a person
+    replaced or split pages it names the dossier page itself (`dossier_page`).
+    """
+    if isinstance(evidence.get("dossier_page"), int):
+        return evidence["dossier_page"]
+    if not isinstance(evidence.get("page"), int):
+        return None
+    pages = manifest.get("document", {}).get("source_pages", [])
+    return pages.index(evidence["page"]) + 1 if evidence["page"] in pages else evidence["page"] + 1
+
+
+def _renumbered(manifest: dict, flags: dict[str, list[dict]], moves: dict[int, int | None]) -> tuple[dict, list[str]]:
+    """Flags whose pages moved (old 1-based page -> new one, None: gone); returns them and the flags that went."""
+    kept: dict[str, list[dict]] = {}
+    for flag, evidence in flags.items():
+        for ev in evidence:
+            page = dossier_page(manifest, ev)
+            if page is None:
+                kept.setdefault(flag, []).append(ev)
+            elif moves.get(page) is not None:
+                kept.setdefault(flag, []).append({**{k: v for k, v in ev.items() if k != "page"}, "dossier_page": moves[page]})
+    return kept, sorted(set(flags) - set(kept))
+
+
+def _write_reasons(review: Store, item: ReviewItem, flags: dict, *, resolved: list[str], entry: dict | None, thick_after: int | None, settings: Settings) -> None:
+    reasons = json.loads(review.read_bytes(item.prefix + "reasons.json")) if review.exists(item.prefix + "reasons.json") else {}
+    if thick_after is not None and "thick_record" in flags and thick_after <= settings.triage.thick_record_pages:
+        flags = {k: v for k, v in flags.items() if k != "thick_record"}
+        resolved = [*resolved, "thick_record"]
+    gone = list(reasons.get("resolved", [])) + [{"flag": f, "by": entry} for f in resolved if entry]
+    reasons.update(flags=dict(sorted(flags.items())), resolved=gone)
+    # Old thumbnails show pages that may be gone; the station renders pages from the PDF itself.
+    reasons["thumbnails"] = {}
+    review.put_bytes(item.prefix + "reasons.json", json.dumps(reasons, indent=2, ensure_ascii=False).encode())
+
+
+@dataclass(frozen=True)
+class _Dossier:
+    pdf: Path
+    texts: list[str]
+    manifest: dict
+    count: int
+
+
+def _open_dossier(review: Store, item: ReviewItem, work: Path, stack: contextlib.ExitStack) -> tuple[pikepdf.Pdf, _Dossier]:
+    current, current_txt = work / "current.pdf", work / "current.txt"
+    review.download(f"{item.prefix}{item.name}.pdf", current)
+    review.download(f"{item.prefix}{item.name}.txt", current_txt)
+    manifest = json.loads(review.read_bytes(f"{item.prefix}{item.name}.json"))
+    pdf = stack.enter_context(pikepdf.open(current))
+    texts = current_txt.read_text("utf-8").rstrip("\n").split("\f")
+    texts += [""] * (len(pdf.pages) - len(texts))
+    return pdf, _Dossier(current, texts, manifest, len(pdf.pages))
+
+
+def _assemble(
+    pages: list[Path], texts: list[str], out: Path, *, manifest: dict, name: str, code: str | None, settings: Settings,
+    signer: RecordSigner | None, work: Path,
+) -> tuple[Path, Path, object]:
+    result, result_txt = out / f"{name}.pdf", out / f"{name}.txt"
+    written = write_record(pages, result, flavour=manifest["output"]["pdfa"], metadata=RecordMetadata(
+        title=name, created=datetime.now(timezone.utc).replace(microsecond=0),
+        agency=settings.output.agency, source_sha256=manifest["source"]["sha256"], dossier_code=code,
+    ), signer=signer, work=work)  # fmt: skip
+    atomic.write_text(result_txt, "\f".join(texts) + "\n")
+    return result, result_txt, written
+
+
+def _store_dossier(review: Store, prefix: str, name: str, manifest: dict, result: Path, result_txt: Path, written, *, previous: Path | None) -> None:
+    """Upload a re-assembled dossier, the earlier PDF kept under previous/, the manifest last."""
+    if previous is not None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        review.upload(f"{prefix}previous/{stamp}-{name}.pdf", previous)
+    review.upload(f"{prefix}{name}.pdf", result)
+    review.upload(f"{prefix}{name}.txt", result_txt)
+    with pikepdf.open(result) as pdf:
+        count = len(pdf.pages)
+    manifest["output"].update(
+        pdf=f"{name}.pdf", text=f"{name}.txt", pdf_sha256=atomic.sha256_file(result), pdf_bytes=result.stat().st_size,
+        text_sha256=atomic.sha256_file(result_txt), pages=count,
+    )  # fmt: skip
+    manifest["signature"] = written.signature
+    review.put_bytes(f"{prefix}{name}.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+
+
 def replace_pages(
     review: Store, item: ReviewItem, *, pages: list[int], rescan: Path, settings: Settings, by: str | None,
-    signer: RecordSigner | None,
+    signer: RecordSigner | None, note: str = "", audit: Store | None = None, insert: bool = False,
 ) -> dict:
     """Swap dossier pages `pages` (1-based, as in the PDF) for a re-scan, and re-assemble the PDF/A.
 
     The re-scan goes through the same pipeline (orientation, deskew, OCR); its pages take
-    the place of the first replaced page. The previous PDF is kept under previous/.
+    the place of the first replaced page (with `insert`, they go before page `pages[0]` and
+    nothing is taken out). The previous PDF is kept under previous/. The replaced pages' flags
+    are resolved; the re-scan's own flags, if any, are open on its pages.
     """
     with tempfile.TemporaryDirectory(prefix="digitize-replace-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        current, current_txt = work / "current.pdf", work / "current.txt"
-        review.download(f"{item.prefix}{item.name}.pdf", current)
-        review.download(f"{item.prefix}{item.name}.txt", current_txt)
-        manifest = json.loads(review.read_bytes(f"{item.prefix}{item.name}.json"))
-        old = stack.enter_context(pikepdf.open(current))
-        count = len(old.pages)
-        if not pages or any(p < 1 or p > count for p in pages):
-            raise ReviewError(f"{item.name}: pages {pages} are not all within 1..{count}")
+        old, current = _open_dossier(review, item, work, stack)
+        count, manifest = current.count, current.manifest
+        limit = count + 1 if insert else count
+        if not pages or any(p < 1 or p > limit for p in pages) or (insert and len(pages) != 1):
+            what = "one page number" if insert else "pages"
+            raise ReviewError(f"{item.name}: {what} {pages} not within 1..{limit}")
         report = process_inputs([rescan], work / "rescan", settings, jobs=1, signer=None)
         if report.rejected:
             raise InputError(rescan, report.rejected[0].reason.split(": ", 1)[-1])
-        scans = [stack.enter_context(pikepdf.open(d.pdf)) for d in report.documents if d.pdf]
-        new_texts = [t for d in report.documents if d.pdf for t in d.manifest.with_suffix(".txt").read_text("utf-8").rstrip("\n").split("\f")]
-        old_texts = current_txt.read_text("utf-8").rstrip("\n").split("\f")
+        docs = [d for d in report.documents if d.pdf]
+        scans = [stack.enter_context(pikepdf.open(d.pdf)) for d in docs]
+        new_texts = [t for d in docs for t in d.manifest.with_suffix(".txt").read_text("utf-8").rstrip("\n").split("\f")]
+        removed = set() if insert else set(pages)
         first = min(pages) - 1
         parts = work / "parts"
         parts.mkdir()
-        ordered, texts = [], []
+        ordered, texts, moves = [], [], {}
         for index in range(first):
             ordered.append(_single(old, index, parts / f"old-{index:04d}.pdf"))
-            texts.append(old_texts[index] if index < len(old_texts) else "")
-        for n, scan in enumerate(scans):
+            texts.append(current.texts[index])
+            moves[index + 1] = len(ordered)
+        new_flags: dict[str, list[dict]] = {}
+        for n, (doc, scan) in enumerate(zip(docs, scans, strict=True)):
+            scan_manifest = json.loads(doc.manifest.read_text("utf-8"))
+            offset = len(ordered)
+            for flag, evidence in scan_manifest.get("flags", {}).items():
+                for ev in evidence:
+                    page = dossier_page(scan_manifest, ev)
+                    shown = {k: v for k, v in ev.items() if k != "page"}
+                    new_flags.setdefault(flag, []).append({**shown, **({"dossier_page": offset + page} if page else {}), "rescan": rescan.name})
             ordered += [_single(scan, i, parts / f"new-{n}-{i:04d}.pdf") for i in range(len(scan.pages))]
         texts += new_texts
         for index in range(first, count):
-            if index + 1 not in pages:
+            if index + 1 not in removed:
                 ordered.append(_single(old, index, parts / f"old-{index:04d}.pdf"))
-                texts.append(old_texts[index] if index < len(old_texts) else "")
-        result, result_txt = work / f"{item.name}.pdf", work / f"{item.name}.txt"
-        written = write_record(ordered, result, flavour=manifest["output"]["pdfa"], metadata=RecordMetadata(
-            title=item.name, created=datetime.now(timezone.utc).replace(microsecond=0),
-            agency=settings.output.agency, source_sha256=manifest["source"]["sha256"], dossier_code=item.code,
-        ), signer=signer, work=parts)  # fmt: skip
-        atomic.write_text(result_txt, "\f".join(texts) + "\n")
-        details = {
-            "pages_replaced": sorted(pages), "rescan": rescan.name, "rescan_sha256": atomic.sha256_file(rescan),
-            "previous_pdf_sha256": manifest["output"]["pdf_sha256"], "pdf_sha256": atomic.sha256_file(result),
-        }  # fmt: skip
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        review.upload(f"{item.prefix}previous/{stamp}-{item.name}.pdf", current)
-        review.upload(f"{item.prefix}{item.name}.pdf", result)
-        review.upload(f"{item.prefix}{item.name}.txt", result_txt)
-        entry = record_action(review, item, "replace", by=by, details=details)
-        # The manifest keeps the original page records; the replacement says what changed.
-        manifest.setdefault("replacements", []).append(entry)
-        manifest["output"].update(
-            pdf_sha256=details["pdf_sha256"], pdf_bytes=result.stat().st_size, text_sha256=atomic.sha256_file(result_txt)
+                texts.append(current.texts[index])
+                moves[index + 1] = len(ordered)
+        result, result_txt, written = _assemble(
+            ordered, texts, work, manifest=manifest, name=item.name, code=item.code, settings=settings, signer=signer, work=parts
         )
-        manifest["signature"] = written.signature
-        review.put_bytes(f"{item.prefix}{item.name}.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+        details = {
+            "pages_inserted_before" if insert else "pages_replaced": sorted(pages), "rescan": rescan.name,
+            "rescan_sha256": atomic.sha256_file(rescan), "previous_pdf_sha256": manifest["output"]["pdf_sha256"],
+            "pdf_sha256": atomic.sha256_file(result), "note": note,
+        }  # fmt: skip
+        # The manifest keeps the original page records; the replacement says what changed.
+        entry = {"action": "insert" if insert else "replace", "by": by or getpass.getuser(), "at": datetime.now(timezone.utc).isoformat(), **details}
+        manifest.setdefault("replacements", []).append(entry)
+        _store_dossier(review, item.prefix, item.name, manifest, result, result_txt, written, previous=current.pdf)
+        entry = record_action(review, item, "insert" if insert else "replace", by=by, details=details, audit=audit)
+        kept, gone = _renumbered(manifest, item.flags, moves)
+        for flag, evidence in new_flags.items():
+            kept.setdefault(flag, []).extend(evidence)
+        _write_reasons(review, item, kept, resolved=[f for f in gone if f not in kept], entry=entry, thick_after=len(ordered), settings=settings)
         return entry
+
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
+
+
+def split_item(
+    review: Store, item: ReviewItem, *, at: int, new_name: str, settings: Settings, by: str | None,
+    signer: RecordSigner | None, note: str = "", audit: Store | None = None,
+) -> ReviewItem:
+    """Cut a dossier in two before page `at` (1-based): pages `at`.. become a new item `new_name` in the same batch.
+
+    For a wrong split at night: both parts are re-assembled (and signed) and each keeps the
+    flags of its own pages. The new item is uncoded until a person sets its code.
+    """
+    if not NAME.fullmatch(new_name) or key_problem(f"{item.batch}{new_name}/") is not None:
+        raise ReviewError(f"{new_name!r}: a dossier name is letters, digits, '.', '_' and '-'")
+    if any(i.prefix == f"{item.batch}{new_name}/" for i in list_items(review, include_archived=True)):
+        raise ReviewError(f"{new_name}: the batch {item.batch} already has an item of that name")
+    with tempfile.TemporaryDirectory(prefix="digitize-split-") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        old, current = _open_dossier(review, item, work, stack)
+        if not 2 <= at <= current.count:
+            raise ReviewError(f"{item.name}: a split must leave pages on both sides: page 2..{current.count}, not {at}")
+        parts = work / "parts"
+        parts.mkdir()
+        singles = [_single(old, i, parts / f"old-{i:04d}.pdf") for i in range(current.count)]
+        manifest = current.manifest
+        sources = manifest.get("document", {}).get("source_pages", [])
+        second = json.loads(json.dumps(manifest))
+        second.update(name=new_name, code=None)
+        if len(sources) == current.count:
+            manifest["document"]["source_pages"], second["document"]["source_pages"] = sources[: at - 1], sources[at - 1 :]
+        (work / "a").mkdir()
+        (work / "b").mkdir()
+        first = _assemble(singles[: at - 1], current.texts[: at - 1], work / "a", manifest=manifest, name=item.name,
+                          code=item.code, settings=settings, signer=signer, work=parts)  # fmt: skip
+        other = _assemble(singles[at - 1 :], current.texts[at - 1 :], work / "b", manifest=second, name=new_name,
+                          code=None, settings=settings, signer=signer, work=parts)  # fmt: skip
+        details = {"at_page": at, "new_item": f"{item.batch}{new_name}", "pages_moved": current.count - at + 1, "note": note}
+        prefix = f"{item.batch}{new_name}/"
+        entry = {"action": "split", "by": by or getpass.getuser(), "at": datetime.now(timezone.utc).isoformat(), **details}
+        second["split_from"] = {"item": item.prefix, **entry}
+        _store_dossier(review, prefix, new_name, second, *other, previous=None)
+        moves_a = {p: p for p in range(1, at)}
+        moves_b = {p: p - at + 1 for p in range(at, current.count + 1)}
+        flags_b, _ = _renumbered(current.manifest, item.flags, moves_b)
+        flags_b.pop("thick_record", None)
+        review.put_bytes(prefix + "reasons.json", json.dumps({"code": None, "flags": flags_b or {"split_by_person": [{"from": item.prefix}]}, "thumbnails": {}}, indent=2, ensure_ascii=False).encode())
+        uncoded = item.archive_folder.split("/", 2)
+        archive_folder = f"{uncoded[0]}/{uncoded[1]}/uncoded/{item.batch}"
+        review.put_bytes(prefix + REVIEW_ITEM, json.dumps({"name": new_name, "code": None, "batch": item.batch, "archive_folder": archive_folder}, ensure_ascii=False).encode())
+        _store_dossier(review, item.prefix, item.name, manifest, *first, previous=current.pdf)
+        entry = record_action(review, item, "split", by=by, details=details, audit=audit)
+        kept, gone = _renumbered(current.manifest, item.flags, moves_a)
+        _write_reasons(review, item, kept, resolved=gone, entry=entry, thick_after=at - 1, settings=settings)
+        new_item = item_at(review, prefix)
+        record_action(review, new_item, "split_off", by=by, details={"from": item.prefix, "at_page": at, "note": note}, audit=None)
+        return new_item
+
+
+def set_code(review: Store, item: ReviewItem, *, code: str, settings: Settings, by: str | None, note: str = "", audit: Store | None = None) -> dict:
+    """Give (or correct) the dossier code: the record is then archived as `<yyyy>/<mm>/<code>`."""
+    if not re.fullmatch(settings.split.code_pattern, code) or key_problem(code) is not None:
+        raise ReviewError(f"{code!r}: not a dossier code (split.code_pattern {settings.split.code_pattern})")
+    if item.archived:
+        raise ReviewError(f"{item.name}: already archived")
+    year, month = item.archive_folder.split("/", 2)[:2]
+    entry = record_action(review, item, "set_code", by=by, details={"code": code, "previous": item.code, "note": note}, audit=audit)
+    data = json.loads(review.read_bytes(item.prefix + REVIEW_ITEM))
+    data.update(code=code, archive_name=code, archive_folder=f"{year}/{month}/")
+    manifest_key = f"{item.prefix}{item.name}.json"
+    manifest = json.loads(review.read_bytes(manifest_key))
+    manifest["code"] = code
+    review.put_bytes(manifest_key, json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+    review.put_bytes(item.prefix + REVIEW_ITEM, json.dumps(data, ensure_ascii=False).encode())
+    return entry
+
+
+def send_back(review: Store, inbox: Store, item: ReviewItem, *, pages: list[int], note: str, by: str | None, audit: Store | None = None) -> str:
+    """Ask the station to scan again: `<station>/_requests/<id>.json` in the inbox, which `digitize drop` shows it."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    key = f"{item.station}/{REQUESTS}/{stamp}-{item.name}.json"
+    entry = record_action(review, item, "send_back", by=by, details={"request": key, "pages": pages, "note": note}, audit=audit)
+    request = {"dossier": item.code or item.name, "item": item.prefix, "batch": item.batch, "pages": pages, "note": note,
+               "flags": sorted(item.flags), "by": entry["by"], "at": entry["at"]}  # fmt: skip
+    inbox.put_bytes(check_key(key), json.dumps(request, indent=2, ensure_ascii=False).encode())
+    return key
+
+
+def station_requests(inbox: Store, station: str) -> list[dict]:
+    """The review station's open requests to `station`, oldest first."""
+    return [json.loads(inbox.read_bytes(o.key)) | {"key": o.key} for o in inbox.list(f"{station}/{REQUESTS}/") if o.key.endswith(".json")]
+
+
+@dataclass(frozen=True)
+class QuarantinedInput:
+    """An input the night could not use, under rejected/ with its `.reason.json`."""
+
+    key: str  # rejected/<station>/<batch>/<name>: the copy, when there is one
+    station: str
+    batch: str
+    name: str
+    reason: str
+    copy: str | None
+    sha256: str | None
+    at: datetime
+    released: dict | None
+
+
+def list_quarantine(review: Store, *, include_released: bool = False) -> list[QuarantinedInput]:
+    objects = {o.key: o for o in review.list(REJECTED)}
+    found = []
+    for key, obj in sorted(objects.items()):
+        if not key.endswith(".reason.json"):
+            continue
+        base = key.removesuffix(".reason.json")
+        record = json.loads(review.read_bytes(key))
+        released = json.loads(review.read_bytes(base + ".released.json")) if base + ".released.json" in objects else None
+        if released and not include_released:
+            continue
+        parts = base[len(REJECTED):].split("/")
+        station, batch = (parts[0], "/".join(parts[:2]) + "/") if len(parts) >= 3 else ("", "")
+        found.append(QuarantinedInput(base, station, batch, parts[-1], record.get("reason", ""), record.get("copy"),
+                                      record.get("sha256"), obj.modified, released))  # fmt: skip
+    return found
+
+
+def quarantined_at(review: Store, key: str) -> QuarantinedInput:
+    """The quarantined input `key`, found by listing: a key from a browser never becomes a path."""
+    for entry in list_quarantine(review):
+        if entry.key == key:
+            return entry
+    raise ReviewError(f"{printable_key(key)}: no such quarantined input in {review.url}")
+
+
+def _quarantine_action(review: Store, entry: QuarantinedInput, action: str, *, by: str | None, details: dict, audit: Store | None) -> dict:
+    record = {"action": action, "by": by or getpass.getuser(), "at": datetime.now(timezone.utc).isoformat(), "input": entry.key, **details}
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    review.put_bytes(f"{QUARANTINE_ACTIONS}{stamp}-{action}.json", json.dumps(record, ensure_ascii=False).encode())
+    if audit is not None:
+        _audit(audit, f"quarantine_{action}", by=record["by"], input=entry.key, **details)
+    return record
+
+
+def release(review: Store, inbox: Store, entry: QuarantinedInput, *, by: str | None, note: str = "", audit: Store | None = None) -> str:
+    """Give a quarantined input another try: its copy becomes a batch of its own in the station's inbox."""
+    if entry.copy is None:
+        raise ReviewError(f"{entry.key}: nothing was kept of this input ({entry.reason}); ask the station to drop it again")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    prefix = f"{entry.station}/released-{stamp}-{secrets.token_hex(3)}/"
+    with tempfile.TemporaryDirectory(prefix="digitize-release-") as tmp:
+        local = Path(tmp) / entry.name
+        review.download(entry.copy, local)
+        inbox.upload(check_key(prefix + entry.name), local)
+        files = [{"name": entry.name, "sha256": atomic.sha256_file(local), "bytes": local.stat().st_size}]
+    manifest = {"schema": SCHEMA, "station": entry.station, "operator": f"{by or getpass.getuser()} (review station, released {entry.key})",
+                "scanned_at": datetime.now(timezone.utc).isoformat(), "files": files, "dossiers": []}  # fmt: skip
+    inbox.put_bytes(prefix + BATCH_MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+    record = _quarantine_action(review, entry, "release", by=by, details={"batch": prefix, "note": note}, audit=audit)
+    review.put_bytes(entry.key + ".released.json", json.dumps(record, ensure_ascii=False).encode())
+    return prefix
+
+
+def discard(review: Store, entry: QuarantinedInput, *, reason: str, by: str | None, audit: Store | None = None) -> str:
+    """Take a quarantined input off the list for good: it moves to rejected-kept/ with who and why, never deleted."""
+    if not reason.strip():
+        raise ReviewError(f"{entry.key}: say why it is discarded")
+    kept = REJECTED_KEPT + entry.key[len(REJECTED):]
+    moved = [k for k in (entry.copy, entry.key + ".reason.json") if k]
+    with tempfile.TemporaryDirectory(prefix="digitize-discard-") as tmp:
+        for key in moved:
+            local = Path(tmp) / "object"
+            review.download(key, local)
+            review.upload(REJECTED_KEPT + key[len(REJECTED):], local)
+    record = _quarantine_action(review, entry, "discard", by=by, details={"kept_as": kept, "reason": reason}, audit=audit)
+    review.put_bytes(kept + ".discarded.json", json.dumps(record, ensure_ascii=False).encode())
+    for key in moved:  # each is in rejected-kept/ now, verified by the upload
+        review.delete(key)
+    return kept
 
 
 def _single(pdf: pikepdf.Pdf, index: int, out: Path) -> Path:

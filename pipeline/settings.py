@@ -111,6 +111,14 @@ class ServiceSettings(_Section):
     retry_delays_s: list[NonNegativeFloat] = Field(max_length=10)
 
 
+class ReviewSettings(_Section):
+    """The review station (`digitize review serve`): who may sign in."""
+
+    users_file: str = Field(min_length=1)
+    session_hours: float = Field(gt=0, le=24 * 7)
+    preview_width: int = Field(ge=1000, le=4000)
+
+
 class Settings(_Section):
     """Every knob, with its default in pipeline/config/default.toml (the one place defaults live)."""
 
@@ -123,6 +131,7 @@ class Settings(_Section):
     triage: TriageSettings
     signing: SigningSettings
     service: ServiceSettings
+    review: ReviewSettings
 
     def with_overrides(self, overrides: dict[str, Any]) -> Settings:
         """Return a copy with dotted keys (``"output.pdfa"``) replaced, validated again."""

@@ -223,7 +223,8 @@ def test_an_archived_record_is_never_overwritten(tmp_path):
     approve(review, archive, item("st/a/"), by="test")
     with pytest.raises(ReviewError, match="never overwritten"):
         approve(review, archive, item("st/b/"), by="test")
-    assert archive.read_bytes(f"2026/11/{code}-2.json") == b'{"n": 1}'
+    archived = json.loads(archive.read_bytes(f"2026/11/{code}-2.json"))
+    assert archived["n"] == 1 and archived["review"][-1]["by"] == "test"  # the manifest says who approved it
 
 
 def test_a_holders_heartbeat_during_a_newcomers_settle_window_does_not_hand_over_the_batch(tmp_path):
