@@ -17,6 +17,7 @@ from pipeline import atomic
 from pipeline.assemble import RecordMetadata, write_record
 from pipeline.batch import process_inputs
 from pipeline.errors import DigitizeError, InputError
+from pipeline.manifest import Signature, dump_manifest, load_manifest
 from pipeline.settings import Settings
 from pipeline.signing import RecordSigner
 
@@ -126,7 +127,8 @@ def replace_pages(
         current, current_txt = work / "current.pdf", work / "current.txt"
         review.download(f"{item.prefix}{item.name}.pdf", current)
         review.download(f"{item.prefix}{item.name}.txt", current_txt)
-        manifest = json.loads(review.read_bytes(f"{item.prefix}{item.name}.json"))
+        manifest_key = f"{item.prefix}{item.name}.json"
+        manifest = load_manifest(review.read_bytes(manifest_key), origin=f"{review.url}/{manifest_key}")
         old = stack.enter_context(pikepdf.open(current))
         count = len(old.pages)
         if not pages or any(p < 1 or p > count for p in pages):
@@ -152,14 +154,14 @@ def replace_pages(
                 ordered.append(_single(old, index, parts / f"old-{index:04d}.pdf"))
                 texts.append(old_texts[index] if index < len(old_texts) else "")
         result, result_txt = work / f"{item.name}.pdf", work / f"{item.name}.txt"
-        written = write_record(ordered, result, flavour=manifest["output"]["pdfa"], metadata=RecordMetadata(
+        written = write_record(ordered, result, flavour=manifest.output.pdfa, metadata=RecordMetadata(
             title=item.name, created=datetime.now(timezone.utc).replace(microsecond=0),
-            agency=settings.output.agency, source_sha256=manifest["source"]["sha256"], dossier_code=item.code,
+            agency=settings.output.agency, source_sha256=manifest.source.sha256, dossier_code=item.code,
         ), signer=signer, work=parts)  # fmt: skip
         atomic.write_text(result_txt, "\f".join(texts) + "\n")
         details = {
             "pages_replaced": sorted(pages), "rescan": rescan.name, "rescan_sha256": atomic.sha256_file(rescan),
-            "previous_pdf_sha256": manifest["output"]["pdf_sha256"], "pdf_sha256": atomic.sha256_file(result),
+            "previous_pdf_sha256": manifest.output.pdf_sha256, "pdf_sha256": atomic.sha256_file(result),
         }  # fmt: skip
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         review.upload(f"{item.prefix}previous/{stamp}-{item.name}.pdf", current)
@@ -167,12 +169,14 @@ def replace_pages(
         review.upload(f"{item.prefix}{item.name}.txt", result_txt)
         entry = record_action(review, item, "replace", by=by, details=details)
         # The manifest keeps the original page records; the replacement says what changed.
-        manifest.setdefault("replacements", []).append(entry)
-        manifest["output"].update(
-            pdf_sha256=details["pdf_sha256"], pdf_bytes=result.stat().st_size, text_sha256=atomic.sha256_file(result_txt)
-        )
-        manifest["signature"] = written.signature
-        review.put_bytes(f"{item.prefix}{item.name}.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+        output = manifest.output.model_copy(update={
+            "pdf_sha256": details["pdf_sha256"], "pdf_bytes": result.stat().st_size, "text_sha256": atomic.sha256_file(result_txt),
+        })  # fmt: skip
+        manifest = manifest.model_copy(update={
+            "replacements": [*(manifest.replacements or []), entry], "output": output,
+            "signature": Signature.model_validate(written.signature) if written.signature else None,
+        })  # fmt: skip
+        review.put_bytes(manifest_key, dump_manifest(manifest).encode())
         return entry
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,10 @@ class ManifestError(DigitizeError):
     """A record manifest that cannot be read as one: not JSON, or not the shape of any known schema."""
 
     exit_code = EX_DATAERR
+
+    def __init__(self, origin: str, problem: str) -> None:
+        super().__init__(f"{origin}: {problem}")
+        self.problem = problem
 
 
 class _Part(BaseModel):
@@ -199,14 +204,54 @@ def load_manifest(data: bytes | str, *, origin: str) -> RecordManifest:
     try:
         raw = json.loads(data)
     except ValueError:
-        raise ManifestError(f"{origin}: manifest is not valid JSON") from None
+        raise ManifestError(origin, "manifest is not valid JSON") from None
     try:
         return RecordManifest.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'manifest'}: {err['msg']}" for err in exc.errors()[:3])
-        raise ManifestError(f"{origin}: not a {SCHEMA} manifest: {problems}") from None
+        raise ManifestError(origin, f"not a {SCHEMA} manifest: {_problems(exc)}") from None
 
 
 def dump_manifest(manifest: RecordManifest) -> str:
     """The manifest's JSON as records are written: UTF-8 text unescaped, indented, one final newline."""
     return json.dumps(manifest.model_dump(mode="json", by_alias=True), indent=2, ensure_ascii=False) + "\n"
+
+
+class _SourceIdentity(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sha256: str
+
+
+class _PagesIdentity(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    source_pages: list[int]
+
+
+class RecordIdentity(BaseModel):
+    """Which pages of which scan a record holds: what makes two records the same dossier.
+
+    Read from a whole manifest or only that part of one, so any record in an archive can be compared.
+    """
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    source: _SourceIdentity
+    document: _PagesIdentity
+
+    @classmethod
+    def of(cls, manifest: RecordManifest | Mapping[str, Any]) -> RecordIdentity:
+        return cls.model_validate(manifest, from_attributes=True)
+
+
+def load_identity(data: bytes | str, *, origin: str) -> RecordIdentity:
+    """Read the identity part of an archived manifest; ManifestError names `origin` and what is wrong."""
+    try:
+        return RecordIdentity.model_validate_json(data)
+    except ValidationError as exc:
+        raise ManifestError(origin, f"not a record manifest: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """The first few problems, each as `dotted.key: message`, on one line."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'manifest'}: {err['msg']}" for err in exc.errors()[:3])
