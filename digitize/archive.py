@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from digitize.storage import Store
+from pipeline.manifest import RecordIdentity, RecordManifest, load_identity
 
 # Which scans the archive holds, by checksum, beside the records and the audit log: a scan
 # dropped again, under any batch name and in any month, is found here and not archived twice.
@@ -39,7 +40,7 @@ class Placement:
     identical: bool = False  # that record was made from the same pages of the same scan
 
 
-def place(archive: Store, folder: str, name: str, manifest: dict) -> Placement:
+def place(archive: Store, folder: str, name: str, manifest: RecordManifest) -> Placement:
     """Find a place for the record `manifest` describes without overwriting another.
 
     The archived manifest goes last, so its presence means a whole record is there. A record
@@ -50,14 +51,10 @@ def place(archive: Store, folder: str, name: str, manifest: dict) -> Placement:
     wanted = f"{folder}{name}.json"
     if not archive.exists(wanted):
         return Placement(name)
-    there = json.loads(archive.read_bytes(wanted))
-    if _same_pages(there, manifest):
+    there = load_identity(archive.read_bytes(wanted), origin=f"{archive.url}/{wanted}")
+    if there == RecordIdentity.of(manifest):
         return Placement(name, wanted, identical=True)
     n = 2
     while archive.exists(f"{folder}{name}-{n}.json"):
         n += 1
     return Placement(f"{name}-{n}", wanted)
-
-
-def _same_pages(a: dict, b: dict) -> bool:
-    return (a["source"]["sha256"], a["document"]["source_pages"]) == (b["source"]["sha256"], b["document"]["source_pages"])

@@ -20,6 +20,8 @@ from digitize.storage import Store, key_problem, printable_key
 from pipeline import atomic
 from pipeline.batch import BatchReport, DocumentRecord, Provenance, process_inputs
 from pipeline.errors import InputError
+from pipeline.flags import FlagName
+from pipeline.manifest import dump_manifest, load_manifest
 from pipeline.settings import Settings
 from pipeline.split import DossierHint
 
@@ -82,7 +84,10 @@ def run_claimed_batch(
         hints.setdefault(hint.file, []).append(DossierHint(hint.code, hint.first_page, hint.last_page))
     out = tmp / "out"
     signer = load_record_signer(settings, os.environ)
-    provenance = {f.name: Provenance(manifest.station, manifest.operator, prefix, prefix + f.name) for f in manifest.files}
+    provenance = {
+        f.name: Provenance(station=manifest.station, operator=manifest.operator, batch=prefix, key=prefix + f.name)
+        for f in manifest.files
+    }
     report = (
         process_inputs(
             inputs, out, settings, jobs=jobs, hints=hints, signer=signer, work_dir=tmp, provenance=provenance, on_pages=on_pages,
@@ -182,13 +187,13 @@ def _upload(
         archive_folder = f"{scanned_at:%Y}/{scanned_at:%m}/" + ("" if doc.code else f"uncoded/{prefix}")
         name, flags, folder, manifest_path = doc.name, sorted(doc.flags), doc.manifest.parent, doc.manifest
         if not doc.flags:
-            placement = place(archive, archive_folder, doc.name, json.loads(doc.manifest.read_text("utf-8")))
+            placement = place(archive, archive_folder, doc.name, load_manifest(doc.manifest.read_bytes(), origin=str(doc.manifest)))
             if placement.identical:
                 already.append({"input": doc.input.name, "dossier": doc.code or doc.name, "key": placement.existing})
                 audit.record("dossier_already_archived", batch=prefix, dossier=doc.code or doc.name, key=placement.existing)
                 continue
             if placement.existing:
-                name, flags = placement.name, ["duplicate_code"]
+                name, flags = placement.name, [FlagName.DUPLICATE_CODE]
                 folder = _duplicate_item(doc, placement, work)
                 manifest_path = folder / f"{name}.json"
         if flags:
@@ -224,14 +229,16 @@ def _duplicate_item(doc: DocumentRecord, placement: Placement, work: Path) -> Pa
     folder.mkdir(parents=True)
     for ext in (".pdf", ".txt"):
         shutil.copyfile(doc.manifest.with_suffix(ext), folder / f"{placement.name}{ext}")
-    manifest = json.loads(doc.manifest.read_text("utf-8"))
+    manifest = load_manifest(doc.manifest.read_bytes(), origin=str(doc.manifest))
     evidence = {"code": doc.code, "archived": placement.existing, "written_as": placement.name}
-    manifest.update(name=placement.name, flags={"duplicate_code": [evidence]})
-    manifest["output"].update(pdf=f"{placement.name}.pdf", text=f"{placement.name}.txt")
+    manifest = manifest.model_copy(update={
+        "name": placement.name, "flags": {FlagName.DUPLICATE_CODE: [evidence]},
+        "output": manifest.output.model_copy(update={"pdf": f"{placement.name}.pdf", "text": f"{placement.name}.txt"}),
+    })  # fmt: skip
     (folder / "reasons.json").write_text(
-        json.dumps({"flags": manifest["flags"], "thumbnails": {}}, indent=2, ensure_ascii=False), "utf-8"
+        json.dumps({"flags": manifest.flags, "thumbnails": {}}, indent=2, ensure_ascii=False), "utf-8"
     )
-    (folder / f"{placement.name}.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", "utf-8")
+    (folder / f"{placement.name}.json").write_text(dump_manifest(manifest), "utf-8")
     return folder
 
 
@@ -245,8 +252,8 @@ def _summary(
         found = next((a["key"] for a in already if a.get("dossier") == (doc.code or doc.name)), None)
         doc_flags = list(doc.flags)
         if pdf and pdf["store"] == "review" and not doc.flags:
-            doc_flags = ["duplicate_code"]
-            flags["duplicate_code"] = flags.get("duplicate_code", 0) + 1
+            doc_flags = [FlagName.DUPLICATE_CODE]
+            flags[FlagName.DUPLICATE_CODE] = flags.get(FlagName.DUPLICATE_CODE, 0) + 1
         where = f"{pdf['store']}: {pdf['key']}" if pdf else f"already archived: {found}"
         rows.append(DossierRow(dossier=doc.code or doc.name, pages=doc.pages, flags=doc_flags, where=where, mean_ocr_confidence=doc.mean_confidence))
     return BatchResult(

@@ -21,6 +21,7 @@ from pipeline import atomic
 from pipeline.assemble import RecordMetadata, write_record
 from pipeline.batch import process_inputs
 from pipeline.errors import DigitizeError, ExitCode, InputError
+from pipeline.manifest import RecordManifest, dump_manifest, load_manifest
 from pipeline.settings import Settings
 from pipeline.signing import RecordSigner
 
@@ -117,12 +118,26 @@ def record_action(
     review.put_bytes(f"{item.prefix}{ACTIONS}{stamp}-{action}.json", json.dumps(entry, ensure_ascii=False).encode())
     manifest_key = f"{item.prefix}{item.name}.json"
     if review.exists(manifest_key):
-        manifest = json.loads(review.read_bytes(manifest_key))
+        manifest = _read_manifest(review, manifest_key)
         manifest.setdefault("review", []).append(entry)
-        review.put_bytes(manifest_key, json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+        _write_manifest(review, manifest_key, manifest)
     if audit is not None:
         _audit(audit, f"review_{action}", by=entry["by"], item=item.prefix, dossier=item.code or item.name, **details)
     return entry
+
+
+def _read_manifest(review: Store, key: str) -> dict:
+    """A dossier's manifest, checked against the record schema, as JSON data for an action to edit."""
+    return _manifest_data(review.read_bytes(key), origin=f"{review.url}/{key}")
+
+
+def _manifest_data(data: bytes, *, origin: str) -> dict:
+    return json.loads(dump_manifest(load_manifest(data, origin=origin)))
+
+
+def _write_manifest(review: Store, key: str, manifest: dict) -> None:
+    """Store an edited manifest only if it is still a record manifest (pipeline.manifest), written as records are."""
+    review.put_bytes(key, dump_manifest(RecordManifest.model_validate(manifest)).encode())
 
 
 def _audit(archive: Store, event: str, *, by: str, **details: object) -> None:
@@ -234,7 +249,7 @@ def _open_dossier(review: Store, item: ReviewItem, work: Path, stack: contextlib
     current, current_txt = work / "current.pdf", work / "current.txt"
     review.download(f"{item.prefix}{item.name}.pdf", current)
     review.download(f"{item.prefix}{item.name}.txt", current_txt)
-    manifest = json.loads(review.read_bytes(f"{item.prefix}{item.name}.json"))
+    manifest = _read_manifest(review, f"{item.prefix}{item.name}.json")
     pdf = stack.enter_context(pikepdf.open(current))
     texts = current_txt.read_text("utf-8").rstrip("\n").split("\f")
     texts += [""] * (len(pdf.pages) - len(texts))
@@ -268,7 +283,7 @@ def _store_dossier(review: Store, prefix: str, name: str, manifest: dict, result
         text_sha256=atomic.sha256_file(result_txt), pages=count,
     )  # fmt: skip
     manifest["signature"] = written.signature
-    review.put_bytes(f"{prefix}{name}.json", json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+    _write_manifest(review, f"{prefix}{name}.json", manifest)
 
 
 def replace_pages(
@@ -307,7 +322,7 @@ def replace_pages(
             moves[index + 1] = len(ordered)
         new_flags: dict[str, list[dict]] = {}
         for n, (doc, scan) in enumerate(zip(docs, scans, strict=True)):
-            scan_manifest = json.loads(doc.manifest.read_text("utf-8"))
+            scan_manifest = _manifest_data(doc.manifest.read_bytes(), origin=str(doc.manifest))
             offset = len(ordered)
             for flag, evidence in scan_manifest.get("flags", {}).items():
                 for ev in evidence:
@@ -410,9 +425,9 @@ def set_code(review: Store, item: ReviewItem, *, code: str, settings: Settings, 
     data = json.loads(review.read_bytes(item.prefix + REVIEW_ITEM))
     data.update(code=code, archive_name=code, archive_folder=f"{year}/{month}/")
     manifest_key = f"{item.prefix}{item.name}.json"
-    manifest = json.loads(review.read_bytes(manifest_key))
+    manifest = _read_manifest(review, manifest_key)
     manifest["code"] = code
-    review.put_bytes(manifest_key, json.dumps(manifest, indent=2, ensure_ascii=False).encode())
+    _write_manifest(review, manifest_key, manifest)
     review.put_bytes(item.prefix + REVIEW_ITEM, json.dumps(data, ensure_ascii=False).encode())
     return entry
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
 from digitize.storage import Store, open_store
 from pipeline.errors import DigitizeError
+from pipeline.manifest import ManifestError, load_manifest
 from pipeline.verify import Verdict, load_trust_roots, verify_record
 
 
@@ -34,9 +34,9 @@ def verify_records(records: list[str], *, archive: str, env: Mapping[str, str], 
             verdicts.append(Verdict(record, problems=[f"cannot read: {exc}"]))
             continue
         try:
-            parsed = json.loads(manifest) if manifest is not None else None
-        except ValueError:
-            verdicts.append(Verdict(record, problems=["manifest is not valid JSON"]))
+            parsed = load_manifest(manifest, origin=f"{stem}.json") if manifest is not None else None
+        except ManifestError as exc:
+            verdicts.append(Verdict(record, problems=[exc.problem]))
             continue
         verdicts.append(verify_record(f"{stem}.pdf", pdf, parsed, trust_roots=roots))
     return verdicts

@@ -12,6 +12,7 @@ import cv2
 from pipeline import barcodes, geometry, paper, triage, vietnamese
 from pipeline.blank import BlankEvidence, detect_blank
 from pipeline.errors import CorruptInput
+from pipeline.flags import FlagName
 from pipeline.ocr import EMPTY_PAGE, TESSERACT, OcrEngine, PageText
 from pipeline.pdfpage import build_page_pdf, encode_for_storage
 from pipeline.settings import Settings
@@ -27,7 +28,7 @@ class PageResult:
     source_index: int
     source_file: str
     source_frame: int
-    flags: dict[str, dict] = field(default_factory=dict)  # flag -> its evidence
+    flags: dict[FlagName, dict] = field(default_factory=dict)  # flag -> its evidence
     timings: dict[str, float] = field(default_factory=dict)
     readable: bool = True
     pixels: tuple[int, int] | None = None
@@ -82,7 +83,7 @@ def process_page(
     except CorruptInput as exc:
         # One damaged page costs that page, not the dossier: a person re-scans it.
         result.readable = False
-        result.flags["unreadable_page"] = {"reason": exc.reason}
+        result.flags[FlagName.UNREADABLE_PAGE] = {"reason": exc.reason}
         return result
     with clock.stage("load"):
         gray = geometry.gray_pixels(page.image)
@@ -149,9 +150,9 @@ def _classify(
     """Page-level flags, each with the values that raised it."""
     rules = settings.triage
     if ocr.failure:
-        result.flags["ocr_failed"] = {"reason": ocr.failure}
+        result.flags[FlagName.OCR_FAILED] = {"reason": ocr.failure}
     if triage.oversized(result.size_mm, rules):
-        result.flags["oversized"] = {"size_mm": list(result.size_mm), "tolerance": rules.oversize_tolerance}
+        result.flags[FlagName.OVERSIZED] = {"size_mm": list(result.size_mm), "tolerance": rules.oversize_tolerance}
     if result.blank:
         return
     scale = analysis.dpi / result.dpi
@@ -166,7 +167,7 @@ def _classify(
     )  # fmt: skip
     result.drawing = {"line_share": drawing.line_share, "mark_density": drawing.mark_density}
     if drawing.drawing:
-        result.flags["technical_drawing"] = dict(result.drawing)
+        result.flags[FlagName.TECHNICAL_DRAWING] = dict(result.drawing)
     share, vietnamese_share = vietnamese.syllable_share(ocr.text)
     result.syllable_share = round(share, 3) if share is not None else None
     if ocr.words >= rules.min_words and not drawing.drawing:
@@ -177,14 +178,14 @@ def _classify(
         if share is not None and vietnamese_share >= 0.1 and share < rules.min_syllable_share:
             low["syllable_share"] = result.syllable_share
         if low:
-            result.flags["low_confidence"] = {**low, "words": ocr.words}
+            result.flags[FlagName.LOW_CONFIDENCE] = {**low, "words": ocr.words}
     separator = barcodes.classify(
         symbols, ocr.text, barcodes.SeparatorRules(settings.split.code_pattern, settings.split.separator_prefix)
     )
     if separator is not None:
         result.separator = {"kind": separator.kind, "code": separator.code, "evidence": separator.evidence}
         if separator.kind == "unreadable":
-            result.flags["separator_unreadable"] = {"evidence": separator.evidence}
+            result.flags[FlagName.SEPARATOR_UNREADABLE] = {"evidence": separator.evidence}
 
 
 def _thumbnail(analysis: geometry.AnalysisImage, geo: geometry.Geometry, stem: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pipeline.flags import FlagName
 from pipeline.page import PageResult
 from pipeline.settings import SplitSettings, TriageSettings
 
@@ -27,9 +28,9 @@ class Document:
     removed_blank: list[int] = field(default_factory=list)
     separator_sheets: list[int] = field(default_factory=list)  # dropped separator sheets
     unreadable: list[int] = field(default_factory=list)
-    flags: dict[str, list[dict]] = field(default_factory=dict)  # flag -> evidence items
+    flags: dict[FlagName, list[dict]] = field(default_factory=dict)  # flag -> evidence items
 
-    def flag(self, name: str, evidence: dict) -> None:
+    def flag(self, name: FlagName, evidence: dict) -> None:
         self.flags.setdefault(name, []).append(evidence)
 
     @property
@@ -57,7 +58,7 @@ def split(
             for flag, evidence in pages[index].flags.items():
                 doc.flag(flag, {"page": index, **evidence})
         if len(doc.pages) > triage.thick_record_pages:
-            doc.flag("thick_record", {"pages": len(doc.pages), "threshold": triage.thick_record_pages})
+            doc.flag(FlagName.THICK_RECORD, {"pages": len(doc.pages), "threshold": triage.thick_record_pages})
     return documents
 
 
@@ -102,7 +103,7 @@ def _split_by_sheets(pages: Sequence[PageResult], rules: SplitSettings) -> list[
         _place(current, page, rules)
     leading = documents[0]
     if any_separator and leading.has_content:
-        leading.flag("unassigned_pages", {"pages": leading.pages + leading.unreadable})
+        leading.flag(FlagName.UNASSIGNED_PAGES, {"pages": leading.pages + leading.unreadable})
     return _without_empty(documents)
 
 
@@ -147,7 +148,7 @@ def _split_by_hints(
         seen = detected_by_code.get(hint.code)
         if seen is None or seen.pages != doc.pages:
             doc.flag(
-                "split_mismatch",
+                FlagName.SPLIT_MISMATCH,
                 {"manifest_pages": doc.pages, "detected_pages": seen.pages if seen else None},
             )
         documents.append(doc)
@@ -156,6 +157,6 @@ def _split_by_hints(
         if page.source_index not in claimed:
             _place(rest, page, rules)
     if rest.has_content:
-        rest.flag("unassigned_pages", {"pages": rest.pages + rest.unreadable})
+        rest.flag(FlagName.UNASSIGNED_PAGES, {"pages": rest.pages + rest.unreadable})
     documents.append(rest)
     return _without_empty(documents)

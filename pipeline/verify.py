@@ -17,6 +17,7 @@ from pyhanko.sign.validation import validate_pdf_signature
 from pyhanko_certvalidator import ValidationContext
 
 from pipeline.errors import ConfigError
+from pipeline.manifest import RecordManifest
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def load_trust_roots(paths: list[str] | list[Path]) -> list:
     return roots
 
 
-def verify_record(record: str, pdf: bytes, manifest: dict | None, *, trust_roots: list) -> Verdict:
+def verify_record(record: str, pdf: bytes, manifest: RecordManifest | None, *, trust_roots: list) -> Verdict:
     """Judge one record from its PDF bytes and its manifest (None when there is none to compare)."""
     verdict = Verdict(record)
     _check_signature(pdf, verdict, trust_roots)
@@ -89,26 +90,25 @@ def _check_signature(pdf: bytes, verdict: Verdict, trust_roots: list) -> None:
                 verdict.facts.append(f"timestamped {stamp.timestamp.isoformat()}")
 
 
-def _check_checksums(pdf: bytes, manifest: dict | None, verdict: Verdict) -> bytes | None:
+def _check_checksums(pdf: bytes, manifest: RecordManifest | None, verdict: Verdict) -> bytes | None:
     """Compare with the manifest; returns the unsigned revision when the manifest says where it ends."""
     if manifest is None:
         verdict.problems.append("no manifest beside the record")
         return None
-    recorded = manifest.get("output", {}).get("pdf_sha256")
-    if recorded != hashlib.sha256(pdf).hexdigest():
+    if manifest.output.pdf_sha256 != hashlib.sha256(pdf).hexdigest():
         verdict.problems.append("PDF checksum differs from the manifest")
-    signature = manifest.get("signature")
-    if not signature:
+    signature = manifest.signature
+    if signature is None:
         return None
-    unsigned = pdf[: signature["unsigned_bytes"]]
-    if hashlib.sha256(unsigned).hexdigest() != signature["unsigned_sha256"]:
+    unsigned = pdf[: signature.unsigned_bytes]
+    if hashlib.sha256(unsigned).hexdigest() != signature.unsigned_sha256:
         verdict.problems.append("unsigned revision differs from the manifest")
         return None
     verdict.facts.append("checksums match the manifest")
     return unsigned
 
 
-def _check_pdfa(pdf: bytes, unsigned: bytes | None, manifest: dict | None, verdict: Verdict) -> None:
+def _check_pdfa(pdf: bytes, unsigned: bytes | None, manifest: RecordManifest | None, verdict: Verdict) -> None:
     """The file claims the PDF/A flavour the manifest records, and the content revision passes validation.
 
     The signature revision only adds the signature field and value; pikepdf's validator does not
@@ -123,7 +123,7 @@ def _check_pdfa(pdf: bytes, unsigned: bytes | None, manifest: dict | None, verdi
     if not claim:
         verdict.problems.append("does not claim PDF/A")
         return
-    expected = (manifest or {}).get("output", {}).get("pdfa")
+    expected = manifest.output.pdfa if manifest else None
     if expected and claim != expected:
         verdict.problems.append(f"claims PDF/A-{claim}, manifest says PDF/A-{expected}")
     content = unsigned if unsigned is not None else pdf

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -213,7 +214,10 @@ def test_an_archived_record_is_never_overwritten(tmp_path):
     assert (other_scan.name, other_scan.existing) == (f"{code}-3", f"2026/11/{code}.json")
 
     # Two review items written as -2 before either was approved: the second must not replace the first.
-    for batch, body in (("st/a/", b'{"n": 1}'), ("st/b/", b'{"n": 2}')):
+    # Their manifests are real record manifests (tests/resources), told apart by name.
+    real = json.loads((Path(__file__).parent / "resources" / "record-3-receipt.json").read_text("utf-8"))
+    for batch, n in (("st/a/", 1), ("st/b/", 2)):
+        body = json.dumps({**real, "name": f"item-{n}"}).encode()
         for ext, data in ((".pdf", b"%PDF"), (".txt", b"text"), (".json", body)):
             review.put_bytes(f"{batch}{code}-2/{code}-2{ext}", data)
     archive.delete(f"2026/11/{code}-2.json")
@@ -224,7 +228,7 @@ def test_an_archived_record_is_never_overwritten(tmp_path):
     with pytest.raises(ReviewError, match="never overwritten"):
         approve(review, archive, item("st/b/"), by="test")
     archived = json.loads(archive.read_bytes(f"2026/11/{code}-2.json"))
-    assert archived["n"] == 1 and archived["review"][-1]["by"] == "test"  # the manifest says who approved it
+    assert archived["name"] == "item-1" and archived["review"][-1]["by"] == "test"  # the manifest says who approved it
 
 
 def test_a_holders_heartbeat_during_a_newcomers_settle_window_does_not_hand_over_the_batch(tmp_path):

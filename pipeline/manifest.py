@@ -1,0 +1,285 @@
+"""The record manifest beside each PDF: typed, frozen, with its schema version, and the one way to read and write it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer, ValidationError, model_serializer, model_validator
+
+from pipeline.errors import DigitizeError, ExitCode
+from pipeline.flags import FlagName
+
+# The shape of the manifest. Bump it (and load the older shape too) only when the shape changes.
+SCHEMA = "digitize.record/3"
+
+# A number as measured: a whole number stays one, so a manifest read and written again keeps its bytes.
+Number = int | float
+# Written as Python's isoformat ("+00:00"), as records have always been, not pydantic's "Z".
+Timestamp = Annotated[datetime, PlainSerializer(lambda when: when.isoformat(), return_type=str)]
+# What a flag's evidence holds varies by flag: the measured values that raised it, and the page.
+Evidence = dict[str, JsonValue]
+
+
+class ManifestError(DigitizeError):
+    """A record manifest that cannot be read as one: not JSON, or not the shape of any known schema."""
+
+    exit_code = ExitCode.DATAERR
+
+    def __init__(self, origin: str, problem: str) -> None:
+        super().__init__(f"{origin}: {problem}")
+        self.problem = problem
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Provenance(_Part):
+    """Where an input was before it reached this machine: a station's batch in the inbox."""
+
+    station: str
+    operator: str
+    batch: str  # the batch's key prefix in the inbox, "<station>/<batch>/"
+    key: str  # the scan's object key in the inbox
+
+
+class SourceFile(_Part):
+    name: str
+    sha256: str
+    bytes: int
+
+
+class Source(_Part):
+    """The scan a record was made from: where it came from (provenance) or, outside the service, its path."""
+
+    provenance: Provenance | None = None
+    path: str | None = None
+    kind: str
+    sha256: str  # a file's checksum, or for a folder that of its files' names and checksums
+    pages: int
+    files: list[SourceFile]
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> Source:
+        if (self.provenance is None) == (self.path is None):
+            raise ValueError("a source has either a provenance or a path")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_missing_origin(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        for origin in ("provenance", "path"):
+            if data.get(origin) is None:
+                data.pop(origin, None)
+        return data
+
+
+class DocumentPages(_Part):
+    """Which source pages (0-based) became the record, and which were left out and why."""
+
+    source_pages: list[int]
+    # Left out of the PDF but kept in the source scan: the removal can be undone.
+    removed_blank_pages: list[int]
+    separator_sheets: list[int]
+    unreadable_pages: list[int]
+    split_by: Literal["hints", "sheets"]
+
+
+class Output(_Part):
+    pdf: str | None
+    pdf_sha256: str | None
+    pdf_bytes: int
+    pdfa: str
+    profile: str
+    text: str
+    text_sha256: str
+    # Set when review re-assembles the PDF (its page count then differs from the page records).
+    pages: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler) -> dict[str, Any]:
+        return _omit_unset(self, handler(self), ("pages",))
+
+
+class Signature(_Part):
+    """The fixity chain's middle link (the unsigned revision), and who signed the PDF, when and how."""
+
+    unsigned_sha256: str
+    unsigned_bytes: int
+    level: str
+    signed_at: Timestamp
+    reason: str
+    location: str
+    field: str
+    subject: str
+    issuer: str
+    serial: str
+    certificate_sha256: str
+    not_after: Timestamp
+
+
+class ModelRecord(_Part):
+    """An OCR model or config file that read the pages, and whether it is the pinned one."""
+
+    name: str
+    sha256: str
+    bytes: int
+    pinned: bool
+
+
+class OcrRecord(_Part):
+    engine: str
+    languages: str
+    models: list[ModelRecord]
+    mean_confidence: Number | None
+
+
+class Separator(_Part):
+    kind: str  # receipt, generic or unreadable
+    code: str | None
+    evidence: str
+
+
+class PageEngine(_Part):
+    """The OCR engine that read a page: its name, version and model files (name -> sha256)."""
+
+    name: str
+    version: str
+    models: dict[str, str]
+
+
+class PageRecord(_Part):
+    """One source page, with every measured value that drove a decision about it."""
+
+    source_index: int
+    source_file: str
+    source_frame: int
+    flags: dict[FlagName, Evidence]
+    timings: dict[str, Number]
+    readable: bool
+    pixels: tuple[int, int] | None
+    dpi: Number | None
+    dpi_inferred: bool | None
+    size_mm: tuple[Number, Number] | None
+    rotation: int
+    orientation_method: str
+    orientation_score: Number
+    sideways_ratio: Number
+    deskew_angle: Number
+    blank: bool
+    blank_evidence: dict[str, JsonValue]
+    ocr_confidence: Number | None
+    words: int
+    characters: int
+    syllable_share: Number | None
+    separator: Separator | None
+    drawing: dict[str, JsonValue]
+    image_encoding: str | None
+    image_bytes: int
+    in_pdf: bool
+    # Absent in manifests written before the OCR-engine seam; null for a page no engine read.
+    ocr_engine: PageEngine | None = None
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler) -> dict[str, Any]:
+        return _omit_unset(self, handler(self), ("ocr_engine",))
+
+
+class RecordManifest(_Part):
+    """Everything a record is: source, pages, output checksums, signature, models, flags with their evidence."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    schema_: Literal["digitize.record/3"] = Field(SCHEMA, alias="schema")
+    pipeline_version: str
+    name: str
+    code: str | None
+    created: Timestamp
+    source: Source
+    document: DocumentPages
+    flags: dict[FlagName, list[Evidence]]
+    output: Output
+    # The fixity chain: source scans (above) -> unsigned PDF -> signed PDF (output.pdf_sha256).
+    signature: Signature | None
+    ocr: OcrRecord
+    settings_sha256: str
+    pages: list[PageRecord]
+    timings_s: dict[str, Number]
+    # What people did in review (digitize/review.py), each absent until it happens: pages swapped
+    # for a re-scan, every action with who and when, and the item a dossier was split from.
+    replacements: list[dict[str, JsonValue]] | None = None
+    review: list[dict[str, JsonValue]] | None = None
+    split_from: dict[str, JsonValue] | None = None
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler) -> dict[str, Any]:
+        return _omit_unset(self, handler(self), ("replacements", "review", "split_from"))
+
+
+def _omit_unset(model: BaseModel, data: dict[str, Any], optional: tuple[str, ...]) -> dict[str, Any]:
+    """Leave out the optional keys a manifest never had, so it dumps back as it was written."""
+    for key in optional:
+        if key not in model.model_fields_set:
+            data.pop(key, None)
+    return data
+
+
+def load_manifest(data: bytes | str, *, origin: str) -> RecordManifest:
+    """Read a manifest's JSON; ManifestError names `origin` (a path or key) and what is wrong."""
+    try:
+        raw = json.loads(data)
+    except ValueError:
+        raise ManifestError(origin, "manifest is not valid JSON") from None
+    try:
+        return RecordManifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ManifestError(origin, f"not a {SCHEMA} manifest: {_problems(exc)}") from None
+
+
+def dump_manifest(manifest: RecordManifest) -> str:
+    """The manifest's JSON as records are written: UTF-8 text unescaped, indented, one final newline."""
+    return json.dumps(manifest.model_dump(mode="json", by_alias=True), indent=2, ensure_ascii=False) + "\n"
+
+
+class _SourceIdentity(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    sha256: str
+
+
+class _PagesIdentity(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    source_pages: list[int]
+
+
+class RecordIdentity(BaseModel):
+    """Which pages of which scan a record holds: what makes two records the same dossier.
+
+    Read from a whole manifest or only that part of one, so any record in an archive can be compared.
+    """
+
+    model_config = ConfigDict(frozen=True, from_attributes=True)
+
+    source: _SourceIdentity
+    document: _PagesIdentity
+
+    @classmethod
+    def of(cls, manifest: RecordManifest | Mapping[str, Any]) -> RecordIdentity:
+        return cls.model_validate(manifest, from_attributes=True)
+
+
+def load_identity(data: bytes | str, *, origin: str) -> RecordIdentity:
+    """Read the identity part of an archived manifest; ManifestError names `origin` and what is wrong."""
+    try:
+        return RecordIdentity.model_validate_json(data)
+    except ValidationError as exc:
+        raise ManifestError(origin, f"not a record manifest: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    """The first few problems, each as `dotted.key: message`, on one line."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'manifest'}: {err['msg']}" for err in exc.errors()[:3])
