@@ -67,13 +67,17 @@ class WeedMini:
                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited: {self.log.read_text()[-2000:]}")
-            if _port_open(self.s3_port) and self._answers():
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"weed mini did not answer on {self.s3_port} within {timeout} s")
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"weed mini exited: {self.log.read_text()[-2000:]}")
+                if _port_open(self.s3_port) and self._answers():
+                    return
+                time.sleep(0.5)
+            raise RuntimeError(f"weed mini did not answer on {self.s3_port} within {timeout} s")
+        except BaseException:
+            self.stop()  # a server that never answered must not outlive its test
+            raise
 
     def _answers(self) -> bool:
         from minio import Minio

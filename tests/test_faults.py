@@ -412,8 +412,9 @@ def test_a_full_work_disk_fails_the_batch_cleanly_and_the_next_run_archives_it(s
     output = first.stdout + first.stderr
     failed = [line for line in first.stderr.splitlines() if line.startswith("failed:")]
     print(f"\n{where}: exit {first.returncode}; {failed}")
-    # A clear failure: the folder and the reason, after a bounded number of retries.
-    assert first.returncode == 75 and len(failed) == 1, output[-5000:]
+    # A clear failure: the folder and the reason, after a bounded number of retries; exit 73, the
+    # disk's code (output not writable), rather than 75: waiting will not empty the disk.
+    assert first.returncode == 73 and len(failed) == 1, output[-5000:]
     assert str(folder) in failed[0] and "No space left on device" in failed[0], failed
     retries = re.findall(r"Task run failed with exception: OutputError\(.*No space left on device.*\) - Retry (\d)/2", output)
     assert retries == ["1", "2"], output[-5000:]
