@@ -578,6 +578,34 @@ def review_split(
     console.print(f"{code}: pages from {at} on are now {new.prefix.rstrip('/')}")
 
 
+@review_app.command("move")
+def review_move(
+    source: Annotated[str, typer.Argument(help="The dossier the pages leave.")],
+    target: Annotated[str, typer.Argument(help="The dossier they are added to, at its end.")],
+    pages: Annotated[str, typer.Option(help="Pages of SOURCE to move, 1-based: N,M.")],
+    note: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    review: ReviewOption = None, by: ByOption = None, config: ConfigOption = None,
+) -> None:  # fmt: skip
+    """Move pages to another dossier (when the night's split was wrong); both are re-assembled and signed."""
+    from digitize import review as manual
+    from digitize.storage import open_store
+    from pipeline.errors import UsageError
+
+    try:
+        numbers = [int(p) for p in pages.split(",") if p.strip()]
+    except ValueError:
+        raise _fail(UsageError(f"--pages {pages!r}: expected page numbers like 3,4")) from None
+    try:
+        settings, store = _review_stores(config, review)
+        archive = open_store(settings.service.archive, os.environ)
+        entry = manual.move_pages(
+            store, manual.find(store, source), manual.find(store, target), pages=numbers, settings=settings, by=by,
+            signer=load_record_signer(settings, os.environ), note=note, audit=archive,
+        )  # fmt: skip
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    console.print(f"{source}: pages {entry['pages_moved']} are now pages {entry['to_pages']} of {entry['to_item'].rstrip('/')}")
+
 @review_app.command("send-back")
 def review_send_back(
     code: str, pages: Annotated[str, typer.Option(help="Pages to rescan, 1-based: N,M.")] = "",

@@ -414,6 +414,83 @@ def split_item(
         return new_item
 
 
+def move_pages(
+    review: Store, source: ReviewItem, target: ReviewItem, *, pages: list[int], settings: Settings, by: str | None,
+    signer: RecordSigner | None, note: str = "", audit: Store | None = None,
+) -> dict:
+    """Move dossier pages `pages` (1-based) of `source` to the end of `target`: for pages the night split wrongly.
+
+    Both dossiers are re-assembled (and signed), each earlier PDF kept under previous/. The pages'
+    texts and flag evidence go with them; the target is stored first, so a failure in between
+    leaves the pages in both dossiers, never in neither.
+    """
+    # Read again from this store: both must be its items, and open now, not when the page was drawn.
+    source, target = item_at(review, source.prefix), item_at(review, target.prefix)
+    for item in (source, target):
+        if item.archived:
+            raise ReviewError(f"{item.prefix.rstrip('/')}: already archived")
+    if source.prefix == target.prefix:
+        raise ReviewError(f"{source.prefix.rstrip('/')}: the target is the same dossier; choose another")
+    with tempfile.TemporaryDirectory(prefix="digitize-move-") as tmp, contextlib.ExitStack() as stack:
+        work = {side: Path(tmp) / side for side in ("source", "target")}
+        for folder in work.values():
+            (folder / "parts").mkdir(parents=True)
+            (folder / "out").mkdir()
+        old, current = _open_dossier(review, source, work["source"], stack)
+        other, into = _open_dossier(review, target, work["target"], stack)
+        moved = sorted(set(pages))
+        if not moved or any(p < 1 or p > current.count for p in moved):
+            raise ReviewError(f"{source.name}: pages {pages} not within 1..{current.count}")
+        if len(moved) == current.count:
+            raise ReviewError(f"{source.name}: pages {pages} are all its pages; a dossier keeps at least one (approve or split it instead)")
+        kept = [p for p in range(1, current.count + 1) if p not in moved]
+        moves_out = {p: n for n, p in enumerate(kept, 1)}
+        moves_in = {p: into.count + n for n, p in enumerate(moved, 1)}
+
+        source_parts, target_parts = work["source"] / "parts", work["target"] / "parts"
+        target_pages = [_single(other, i, target_parts / f"own-{i:04d}.pdf") for i in range(into.count)]
+        target_pages += [_single(old, p - 1, target_parts / f"moved-{p:04d}.pdf") for p in moved]
+        target_texts = into.texts + [current.texts[p - 1] for p in moved]
+        source_pages = [_single(old, p - 1, source_parts / f"kept-{p:04d}.pdf") for p in kept]
+        source_texts = [current.texts[p - 1] for p in kept]
+
+        # Flags are renumbered against the manifests as they were, before source_pages changes below.
+        source_manifest, target_manifest = current.manifest, into.manifest
+        kept_flags, gone = _renumbered(source_manifest, source.flags, moves_out)
+        paged = {f: [ev for ev in evs if dossier_page(source_manifest, ev) is not None] for f, evs in source.flags.items()}
+        moved_flags, _ = _renumbered(source_manifest, paged, moves_in)
+        target_flags, _ = _renumbered(target_manifest, target.flags, {p: p for p in range(1, into.count + 1)})
+        for flag, evidence in moved_flags.items():
+            target_flags.setdefault(flag, []).extend({**ev, "moved_from": source.prefix} for ev in evidence)
+
+        sources = source_manifest["document"]["source_pages"]
+        moved_sources = [sources[p - 1] for p in moved] if len(sources) == current.count else None
+        if moved_sources is not None:
+            source_manifest["document"]["source_pages"] = [sources[p - 1] for p in kept]
+        target_result = _assemble(target_pages, target_texts, work["target"] / "out", manifest=target_manifest, name=target.name,
+                                  code=target.code, settings=settings, signer=signer, work=target_parts)  # fmt: skip
+        source_result = _assemble(source_pages, source_texts, work["source"] / "out", manifest=source_manifest, name=source.name,
+                                  code=source.code, settings=settings, signer=signer, work=source_parts)  # fmt: skip
+        who, when = by or getpass.getuser(), datetime.now(timezone.utc).isoformat()
+        out_details = {"pages_moved": moved, "to_item": target.prefix, "to_pages": [moves_in[p] for p in moved], "note": note,
+                       "previous_pdf_sha256": source_manifest["output"]["pdf_sha256"],
+                       "pdf_sha256": atomic.sha256_file(source_result[0])}  # fmt: skip
+        in_details = {"pages_added": [moves_in[p] for p in moved], "from_item": source.prefix, "from_pages": moved,
+                      "from_source_sha256": source_manifest["source"]["sha256"], "from_source_pages": moved_sources,
+                      "note": note, "previous_pdf_sha256": target_manifest["output"]["pdf_sha256"],
+                      "pdf_sha256": atomic.sha256_file(target_result[0])}  # fmt: skip
+        # Like a replacement, a move changes the page list: the night's page records no longer line up.
+        target_manifest.setdefault("replacements", []).append({"action": "move_in", "by": who, "at": when, **in_details})
+        source_manifest.setdefault("replacements", []).append({"action": "move", "by": who, "at": when, **out_details})
+        _store_dossier(review, target.prefix, target.name, target_manifest, *target_result, previous=into.pdf)
+        _store_dossier(review, source.prefix, source.name, source_manifest, *source_result, previous=current.pdf)
+        entry_in = record_action(review, target, "move_in", by=by, details=in_details, audit=audit)
+        entry = record_action(review, source, "move", by=by, details=out_details, audit=audit)
+        _write_reasons(review, target, target_flags, resolved=[], entry=entry_in, thick_after=len(target_pages), settings=settings)
+        _write_reasons(review, source, kept_flags, resolved=gone, entry=entry, thick_after=len(kept), settings=settings)
+        return entry
+
+
 def set_code(review: Store, item: ReviewItem, *, code: str, settings: Settings, by: str | None, note: str = "", audit: Store | None = None) -> dict:
     """Give (or correct) the dossier code: the record is then archived as `<yyyy>/<mm>/<code>`."""
     if not re.fullmatch(settings.split.code_pattern, code) or key_problem(code) is not None:

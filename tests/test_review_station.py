@@ -230,6 +230,65 @@ def test_clerk_splits_a_dossier_in_two(station, clerk):
     assert verified.returncode == 0, verified.stdout
 
 
+def _page_count(store: LocalStore, key: str) -> int:
+    import pikepdf
+
+    with pikepdf.open(store.root / key) as pdf:
+        return len(pdf.pages)
+
+
+@pytest.mark.browser
+def test_clerk_moves_a_page_to_another_dossier(station, clerk):
+    (thick,) = [o.key[: -len("_item.json")] for o in station.review.list("nghi-loc/") if o.key.endswith("_item.json") and "H40" in o.key]
+    drawing = station.item("dien-chau", "ban-ve-a3-200dpi")
+    source_pdf, target_pdf = thick + thick.rstrip("/").rsplit("/", 1)[1] + ".pdf", drawing + "ban-ve-a3-200dpi.pdf"
+    source_count, target_count = _page_count(station.review, source_pdf), _page_count(station.review, target_pdf)
+    assert source_count >= 2, "the thick dossier keeps a page"
+    moved_text = station.review.read_bytes(source_pdf.replace(".pdf", ".txt")).decode().split("\f")[0]
+
+    _open_item(clerk, station, thick)
+    clerk.fill("#move input[name=pages]", "1")
+    clerk.select_option("#move select[name=target]", drawing)
+    clerk.fill("#move input[name=note]", "trang này thuộc hồ sơ bản vẽ")
+    _confirm_and_submit(clerk, "#move")
+    assert "Đã thực hiện: Chuyển trang sang hồ sơ khác" in clerk.content(), clerk.inner_text("main")
+    assert clerk.locator("section.page").count() == source_count - 1
+
+    assert _page_count(station.review, source_pdf) == source_count - 1
+    assert _page_count(station.review, target_pdf) == target_count + 1
+    target_texts = station.review.read_bytes(target_pdf.replace(".pdf", ".txt")).decode().rstrip("\n").split("\f")
+    assert target_texts[-1] == moved_text, "the page's text went with it"
+    verified = digitize_cli(station.env, "verify", "--archive", station.tmp / "review", source_pdf, target_pdf)
+    assert verified.returncode == 0 and "2 of 2 records verified" in verified.stdout, verified.stdout
+
+    for prefix, action, other in ((thick, "move", ("to_item", drawing)), (drawing, "move_in", ("from_item", thick))):
+        (entry,) = [json.loads(station.review.read_bytes(o.key)) for o in station.review.list(prefix + "actions/") if o.key.endswith(f"-{action}.json")]
+        assert entry["by"] == CLERK and entry[other[0]] == other[1] and "bản vẽ" in entry["note"], entry
+        assert (entry.get("pages_moved") or entry.get("from_pages")) == [1]
+        manifest = json.loads(station.review.read_bytes(prefix + prefix.rstrip("/").rsplit("/", 1)[1] + ".json"))
+        assert manifest["review"][-1]["action"] == action and manifest["signature"], "recorded and signed again"
+        assert any(o.key.startswith(prefix + "previous/") for o in station.review.list(prefix))
+    _open_item(clerk, station, drawing)
+    assert clerk.locator("section.page").count() == target_count + 1
+    assert "Nhận trang từ hồ sơ khác" in clerk.inner_text("section.history")
+    audit = "".join(station.archive.read_bytes(o.key).decode() for o in station.archive.list("audit/"))
+    assert '"event": "review_move"' in audit and '"event": "review_move_in"' in audit
+
+
+def test_moving_pages_out_of_range_or_every_page_is_refused_in_one_line(station):
+    drawing = station.item("dien-chau", "ban-ve-a3-200dpi").rstrip("/")
+    (thick,) = [o.key[: -len("/_item.json")] for o in station.review.list("nghi-loc/") if o.key.endswith("_item.json") and "H40" in o.key]
+    count = _page_count(station.review, f"{thick}/{thick.rsplit('/', 1)[1]}.pdf")
+    before = {o.key for o in station.review.list()}
+    for pages, reason in ((str(count + 98), f"not within 1..{count}"), (",".join(map(str, range(1, count + 1))), "a dossier keeps at least one")):
+        refused = digitize_cli(station.env, "review", "move", thick, drawing, "--pages", pages)
+        assert refused.returncode == 65, (refused.returncode, refused.stderr)
+        assert refused.stderr.count("\n") == 1 and reason in refused.stderr, refused.stderr
+    bad = digitize_cli(station.env, "review", "move", thick, drawing, "--pages", "one")
+    assert bad.returncode == 64 and bad.stderr.count("\n") == 1 and "--pages 'one'" in bad.stderr, bad.stderr
+    assert {o.key for o in station.review.list()} == before, "a refused move changes nothing"
+
+
 @pytest.mark.browser
 def test_clerk_sends_a_dossier_back_for_rescanning(station, clerk):
     drawing = station.item("dien-chau", "ban-ve-a3-200dpi")

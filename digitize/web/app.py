@@ -342,6 +342,7 @@ def create_app(
             request, "item.html", item=item, manifest=manifest, pages=pages, general=general, actions=actions,
             provenance=provenance, done=done, code_pattern=settings.split.code_pattern,
             resolved=[words.flag_name(r.get("flag", ""), lang) for r in item.resolved],
+            others=[i for i in manual.list_items(stores.review) if i.prefix != item.prefix],
         )  # fmt: skip
 
     @app.get("/preview")
@@ -421,6 +422,18 @@ def create_app(
             signer=signer(), note=note, audit=stores.archive,
         ))  # fmt: skip
         return back_to(new, "split")
+
+    @app.post("/item/move")
+    async def move(request: Request) -> Response:
+        user, form, note = await acting(request)
+        item = find_item(str(form.get("p", "")))
+        target = find_item(str(form.get("target", "")))
+        pages = _numbers(str(form.get("pages", "")))
+        await run_in_threadpool(lambda: manual.move_pages(
+            stores.review, item, target, pages=pages, settings=settings, by=user.name, signer=signer(), note=note,
+            audit=stores.archive,
+        ))  # fmt: skip
+        return back_to(item, "move")
 
     @app.post("/item/code")
     async def set_code(request: Request) -> Response:
