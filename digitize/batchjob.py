@@ -22,12 +22,12 @@ from pipeline.batch import BatchReport, DocumentRecord, Provenance, process_inpu
 from pipeline.errors import InputError
 from pipeline.flags import FlagName
 from pipeline.manifest import dump_manifest, load_manifest
-from pipeline.settings import Settings
+from digitize.config import AppSettings
 from pipeline.split import DossierHint
 
 
 def run_claimed_batch(
-    prefix: str, inbox: Store, archive: Store, review: Store, tmp: Path, settings: Settings, jobs: int, audit: AuditLog,
+    prefix: str, inbox: Store, archive: Store, review: Store, tmp: Path, settings: AppSettings, jobs: int, audit: AuditLog,
     *, on_pages: Callable[[int], None] | None = None,
 ) -> BatchResult:
     """Archive what can be, quarantine what cannot with its reason, and mark the batch done.

@@ -17,13 +17,12 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from digitize.config import app_settings, parse_value
+from digitize.config import AppSettings, app_settings, parse_value
 from digitize.keys import load_record_signer
 from pipeline import models
 from pipeline.programs import check_programs
 from pipeline.batch import BatchReport, process_inputs
 from pipeline.errors import ConfigError, DigitizeError, ExitCode, MissingInput, most_serious
-from pipeline.settings import Settings
 from pipeline.sources import expand_inputs
 from pipeline.split import DossierHint
 
@@ -45,7 +44,7 @@ class Profile(StrEnum):
 
 ConfigOption = Annotated[
     list[Path] | None,
-    typer.Option("--config", help="Extra TOML settings on top of pipeline/config/default.toml (repeatable)."),
+    typer.Option("--config", help="Extra TOML settings on top of the defaults (pipeline/config/default.toml, digitize/config/service.toml; repeatable)."),
 ]
 SetOption = Annotated[
     list[str] | None,
@@ -53,7 +52,7 @@ SetOption = Annotated[
 ]
 
 
-def _settings(config: list[Path] | None, sets: list[str] | None, overrides: dict[str, object]) -> Settings:
+def _settings(config: list[Path] | None, sets: list[str] | None, overrides: dict[str, object]) -> AppSettings:
     for item in sets or []:
         key, sep, raw = item.partition("=")
         if not sep:
@@ -147,7 +146,7 @@ def process(
 
 
 def _run_with_progress(
-    inputs: list[Path], out: Path, settings: Settings, *, jobs: int, hints: dict[str, list[DossierHint]]
+    inputs: list[Path], out: Path, settings: AppSettings, *, jobs: int, hints: dict[str, list[DossierHint]]
 ) -> BatchReport:
     columns = (
         TextColumn("[progress.description]{task.description}"), BarColumn(),

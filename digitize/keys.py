@@ -18,14 +18,14 @@ from cryptography.x509.oid import NameOID
 from pyhanko.sign.signers import SimpleSigner
 
 from pipeline.errors import ConfigError
-from pipeline.settings import Settings
+from digitize.config import AppSettings
 from pipeline.signing import RecordSigner
 
 PASSPHRASE_ENV = "DIGITIZE_SIGNING_PASSPHRASE"
 PASSPHRASE_FILE_ENV = "DIGITIZE_SIGNING_PASSPHRASE_FILE"
 
 
-def load_record_signer(settings: Settings, env: Mapping[str, str]) -> RecordSigner | None:
+def load_record_signer(settings: AppSettings, env: Mapping[str, str]) -> RecordSigner | None:
     """The configured signer, or None when signing is off or no key is configured.
 
     A key that is configured but cannot be opened is a configuration error: the service must

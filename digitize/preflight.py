@@ -10,10 +10,10 @@ from digitize.keys import load_record_signer
 from digitize.storage import open_store
 from pipeline.errors import OutputError
 from pipeline.programs import check_programs
-from pipeline.settings import Settings
+from digitize.config import AppSettings
 
 
-def check_service(settings: Settings, env: Mapping[str, str]) -> None:
+def check_service(settings: AppSettings, env: Mapping[str, str]) -> None:
     """Raise the first problem as a DigitizeError (its one line and exit code); a batch claimed
     by a run that then cannot work would only wait for its lease."""
     check_work_dir(settings)
@@ -24,12 +24,12 @@ def check_service(settings: Settings, env: Mapping[str, str]) -> None:
     load_record_signer(settings, env)
 
 
-def work_dir(settings: Settings) -> Path | None:
+def work_dir(settings: AppSettings) -> Path | None:
     """service.work_dir, or None for the system's temporary folder."""
     return Path(settings.service.work_dir) if settings.service.work_dir else None
 
 
-def check_work_dir(settings: Settings) -> None:
+def check_work_dir(settings: AppSettings) -> None:
     """The work folder must take a file."""
     folder = work_dir(settings) or Path(tempfile.gettempdir())
     try:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from digitize.inbox import DONE_MARKER, Readiness, scan_inbox
 from digitize.night import QueuedBatch, load_last_night, queue_left, review_queue
 from digitize.storage import open_store, printable_key
-from pipeline.settings import Settings
+from digitize.config import AppSettings
 
 
 class ReviewCount(BaseModel):
@@ -40,7 +40,7 @@ class ServiceStatus(BaseModel):
     last_night: LastNight | None
 
 
-def service_status(settings: Settings, env: Mapping[str, str]) -> ServiceStatus:
+def service_status(settings: AppSettings, env: Mapping[str, str]) -> ServiceStatus:
     inbox, archive, review = (open_store(url, env) for url in (settings.service.inbox, settings.service.archive, settings.service.review))
     now = datetime.now(timezone.utc)
     states = scan_inbox(inbox, incomplete_after=timedelta(hours=settings.service.incomplete_after_h), now=now)

@@ -1,7 +1,7 @@
 """The nightly flow: Prefect wiring around digitize.batchjob, and a final state that tells the night's truth."""
 
 # No `from __future__ import annotations` here: Prefect's serve ships these flows to the run's
-# process by value (cloudpickle), where string annotations such as "Settings" cannot be resolved.
+# process by value (cloudpickle), where string annotations such as "AppSettings" cannot be resolved.
 import os
 import tempfile
 import time
@@ -26,7 +26,7 @@ from digitize.night import (
 )  # fmt: skip
 from digitize.storage import open_store
 from pipeline.errors import DigitizeError, writing_to
-from pipeline.settings import Settings
+from digitize.config import AppSettings
 
 
 def _transient(task, task_run, state) -> bool:
@@ -70,7 +70,7 @@ class PageProgress:
     retry_condition_fn=_transient, retry_jitter_factor=RETRY_JITTER,
     task_run_name="batch {prefix}", cache_policy=NO_CACHE,
 )  # fmt: skip
-def process_batch(prefix: str, station: str, settings: Settings, jobs: int, run_id: str) -> BatchResult:
+def process_batch(prefix: str, station: str, settings: AppSettings, jobs: int, run_id: str) -> BatchResult:
     """Claim, download, process, upload and verify, then mark the batch done."""
     started = time.monotonic()
     env = os.environ
@@ -108,7 +108,7 @@ HELD_RECHECK_S = (5.0, 60.0)
 
 
 @flow(name="digitize-nightly", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=BATCHES_AT_ONCE))
-def nightly(settings: Settings, jobs: int = 2, wait_for_held: bool = True) -> State:
+def nightly(settings: AppSettings, jobs: int = 2, wait_for_held: bool = True) -> State:
     """Process every complete batch in the inbox; publish a table per batch and the night's summary.
 
     The run ends Failed when a batch failed, "Needs attention" when inputs were rejected or
@@ -135,7 +135,7 @@ def _final_state(report: NightReport) -> State:
     return Completed(name=str(outcome), message=report.message(), data=report)
 
 
-def _night(settings: Settings, jobs: int, wait_for_held: bool) -> NightReport:
+def _night(settings: AppSettings, jobs: int, wait_for_held: bool) -> NightReport:
     logger = get_run_logger()
     started_at, started = datetime.now(timezone.utc), time.monotonic()
     try:
@@ -191,7 +191,7 @@ def _night(settings: Settings, jobs: int, wait_for_held: bool) -> NightReport:
     return report
 
 
-def _run_batches(states: list[BatchState], settings: Settings, jobs: int, run_id: str) -> list[BatchResult]:
+def _run_batches(states: list[BatchState], settings: AppSettings, jobs: int, run_id: str) -> list[BatchResult]:
     """Each batch as a task run tagged with its station; a failed batch becomes a FAILED result."""
     delays = settings.service.retry_delays_s
     batch_task = process_batch.with_options(retries=len(delays), retry_delay_seconds=delays or 0)

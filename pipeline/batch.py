@@ -54,7 +54,7 @@ def process_inputs(
     """
     tesseract.require_languages(settings.ocr.languages)
     # A different signing key makes different records; where verify looks for trust does not.
-    identity = settings.model_dump_json(exclude={"service", "signing"}) + (signer.certificate_sha256 if signer else "")
+    identity = settings.pipeline_json() + (signer.certificate_sha256 if signer else "")
     tesseract_models = models.current_models(settings.ocr.languages)
     context = RecordContext(
         out_dir, settings, [ModelRecord.model_validate(m) for m in models.as_records(tesseract_models)],

@@ -5,53 +5,57 @@ from __future__ import annotations
 import re
 import tomllib
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
 
+SettingsT = TypeVar("SettingsT", bound="Settings")
 # Package data, so an installed (non-editable) package finds it as a checkout does.
 DEFAULT_CONFIG = files("pipeline") / "config" / "default.toml"
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A table of settings: frozen, and a key not known is an error naming it."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class OcrSettings(_Section):
+class OcrSettings(Section):
     languages: str = Field(pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$")
     page_timeout_s: float = Field(gt=0)
 
 
-class OutputSettings(_Section):
+class OutputSettings(Section):
     pdfa: Literal["1b", "2b"]
     profile: Literal["compact", "archival"]
     jpeg_quality: int = Field(ge=30, le=100)
     agency: str
 
 
-class GeometrySettings(_Section):
+class GeometrySettings(Section):
     max_skew_deg: float = Field(gt=0, le=45)
     min_skew_deg: float = Field(ge=0)
     orientation_margin: float = Field(ge=0)
 
 
-class BlankSettings(_Section):
+class BlankSettings(Section):
     max_marks: int = Field(ge=0)
     max_ink_fraction: float = Field(ge=0, le=1)
     ink_contrast: float = Field(gt=0, lt=1)
 
 
-class LimitSettings(_Section):
+class LimitSettings(Section):
     max_page_pixels: int = Field(gt=0)
     max_pages: int = Field(gt=0)
     max_input_bytes: int = Field(gt=0)
     rasterize_timeout_s: float = Field(gt=0)
 
 
-class SplitSettings(_Section):
+class SplitSettings(Section):
     code_pattern: str
     separator_prefix: str
     keep_receipt: bool
@@ -67,7 +71,7 @@ class SplitSettings(_Section):
         return pattern
 
 
-class TriageSettings(_Section):
+class TriageSettings(Section):
     oversize_tolerance: float = Field(ge=0)
     thick_record_pages: int = Field(gt=0)
     min_confidence: float = Field(ge=0, le=100)
@@ -77,50 +81,8 @@ class TriageSettings(_Section):
     drawing_max_mark_density: float = Field(ge=0)
 
 
-class SigningSettings(_Section):
-    """The agency's signing key and what `digitize verify` trusts. The PIN or passphrase is never a setting."""
-
-    enabled: bool
-    pkcs12: str
-    pkcs11_module: str
-    pkcs11_token: str
-    pkcs11_key: str
-    timestamp_url: str
-    reason: str
-    location: str
-    trust_roots: list[str]
-
-    @property
-    def configured(self) -> bool:
-        return self.enabled and bool(self.pkcs12 or self.pkcs11_module)
-
-
-class ServiceSettings(_Section):
-    """Where the nightly service reads and writes; the pipeline itself never looks here."""
-
-    inbox: str
-    archive: str
-    review: str
-    incomplete_after_h: float = Field(gt=0)
-    claim_lease_s: float = Field(gt=0)
-    claim_settle_s: float = Field(ge=0)
-    schedule: str
-    timezone: str
-    retention_days: float = Field(ge=0)
-    work_dir: str
-    retry_delays_s: list[NonNegativeFloat] = Field(max_length=10)
-
-
-class ReviewSettings(_Section):
-    """The review station (`digitize review serve`): who may sign in."""
-
-    users_file: str = Field(min_length=1)
-    session_hours: float = Field(gt=0, le=24 * 7)
-    preview_width: int = Field(ge=1000, le=4000)
-
-
-class Settings(_Section):
-    """Every knob, with its default in pipeline/config/default.toml (the one place defaults live)."""
+class Settings(Section):
+    """Every knob of the processing library, with its default in pipeline/config/default.toml."""
 
     ocr: OcrSettings
     output: OutputSettings
@@ -129,11 +91,8 @@ class Settings(_Section):
     limits: LimitSettings
     split: SplitSettings
     triage: TriageSettings
-    signing: SigningSettings
-    service: ServiceSettings
-    review: ReviewSettings
 
-    def with_overrides(self, overrides: dict[str, Any]) -> Settings:
+    def with_overrides(self, overrides: dict[str, Any]) -> Self:
         """Return a copy with dotted keys (``"output.pdfa"``) replaced, validated again."""
         data = self.model_dump()
         for dotted, value in overrides.items():
@@ -141,12 +100,18 @@ class Settings(_Section):
             if section not in data or key not in data[section]:
                 raise ConfigError(f"unknown setting {dotted!r}")
             data[section][key] = value
-        return _validate(data, origin="overrides")
+        return validate_settings(type(self), data, origin="overrides")
+
+    def pipeline_json(self) -> str:
+        """The pipeline's own sections as JSON: what a record depends on (an application's
+        sections, in a subclass, do not change a record)."""
+        return self.model_dump_json(include=set(Settings.model_fields))
 
 
-def _validate(data: dict[str, Any], *, origin: str) -> Settings:
+def validate_settings(model: type[SettingsT], data: dict[str, Any], *, origin: str) -> SettingsT:
+    """Validate once; a bad value is a ConfigError naming the key."""
     try:
-        return Settings.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
@@ -166,9 +131,15 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def load_settings(*paths: Path) -> Settings:
     """Read the default TOML, then each given file on top of it, and validate once."""
+    data, origin = read_toml(DEFAULT_CONFIG, *paths)
+    return validate_settings(Settings, data, origin=origin)
+
+
+def read_toml(*paths: Path | Traversable) -> tuple[dict[str, Any], str]:
+    """Each file's tables merged over the previous ones', and where they came from."""
     data: dict[str, Any] = {}
     origin = []
-    for path in (DEFAULT_CONFIG, *map(Path, paths)):
+    for path in (path if isinstance(path, Traversable) else Path(path) for path in paths):
         try:
             with path.open("rb") as fh:
                 data = _merge(data, tomllib.load(fh))
@@ -177,4 +148,4 @@ def load_settings(*paths: Path) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         origin.append(str(path))
-    return _validate(data, origin=" + ".join(origin))
+    return data, " + ".join(origin)

@@ -164,7 +164,7 @@ def test_prefect_deploy_takes_the_schedule_from_the_settings_and_a_worker_runs_i
                 ("30 21 * * 1-5", "Asia/Ho_Chi_Minh")
             ]
 
-        # Without the override, the default of pipeline/config/default.toml.
+        # Without the override, the default of digitize/config/service.toml.
         again = _run([BIN / "prefect", "--no-prompt", "deploy", "--name", "nightly-scanner-room-1"], env=env, cwd=REPO)
         assert again.returncode == 0, again.stdout + again.stderr
         room_1 = httpx.post(f"{api}/deployments/filter", json={"deployments": {"name": {"any_": ["nightly-scanner-room-1"]}}},

@@ -326,7 +326,7 @@ def test_an_unreachable_timestamp_server_fails_the_run_for_a_retry_and_rejects_n
 
 
 def test_the_example_site_config_is_valid_and_configures_signing():
-    from pipeline.settings import load_settings
+    from digitize.config import load_app_settings
 
-    settings = load_settings(REPO / "pipeline" / "config" / "example-site.toml")
+    settings = load_app_settings(REPO / "digitize" / "config" / "example-site.toml")
     assert settings.signing.configured and settings.signing.pkcs11_module and settings.signing.trust_roots

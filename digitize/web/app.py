@@ -31,7 +31,7 @@ from digitize.web import words
 from digitize.web.users import Role, User, check_password
 from pipeline._exec import pdftoppm
 from pipeline.errors import DigitizeError
-from pipeline.settings import Settings
+from digitize.config import AppSettings
 from pipeline.signing import RecordSigner
 
 SESSION_COOKIE = "review_session"
@@ -142,7 +142,7 @@ def _numbers(raw: str) -> list[int]:
 
 
 def create_app(
-    settings: Settings, *, stores: Stores, users_file: Path, signer: Callable[[], RecordSigner | None],
+    settings: AppSettings, *, stores: Stores, users_file: Path, signer: Callable[[], RecordSigner | None],
 ) -> FastAPI:
     """The station over these stores; `signer` gives the agency's signer for re-assembled records."""
     sessions = _Sessions(hours=settings.review.session_hours)
