@@ -241,7 +241,12 @@ def drop(
         console.print(f"{len(checked.bad)} bad scan(s) uploaded anyway and named in batch.json; the nightly run quarantines them")
     from digitize.review import station_requests
 
-    for request in station_requests(store, station):
+    try:
+        requests = station_requests(store, station)
+    except DigitizeError as exc:  # the drop itself is done; only the list of rescan requests is missing
+        errors.print(f"[yellow]rescan requests not read:[/yellow] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        requests = []
+    for request in requests:
         pages = ", ".join(map(str, request.get("pages") or [])) or "all"
         console.print(f"[yellow]rescan requested:[/yellow] {escape(request['dossier'])} pages {pages} by {escape(request['by'])}: "
                       f"{escape(request.get('note') or '')} ({escape(request['key'])})", highlight=False, soft_wrap=True)  # fmt: skip

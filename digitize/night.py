@@ -259,7 +259,7 @@ def table_rows(result: BatchResult) -> list[dict]:
 
 def review_queue(review: Store, now: datetime) -> ReviewQueue:
     """Open review items and quarantined inputs, with the oldest of each, from one listing."""
-    from digitize.review import ARCHIVED, REJECTED, REVIEW_ITEM
+    from digitize.review import ARCHIVED, REJECTED, REVIEW_ITEM, waits_for_a_person
 
     try:
         objects = review.list()
@@ -267,7 +267,9 @@ def review_queue(review: Store, now: datetime) -> ReviewQueue:
         return ReviewQueue(unavailable=str(exc))
     keys = {o.key for o in objects}
     items = [o for o in objects if o.key.endswith("/" + REVIEW_ITEM) and o.key[: -len(REVIEW_ITEM)] + ARCHIVED not in keys]
-    quarantined = [o for o in objects if o.key.startswith(REJECTED) and o.key.endswith(".reason.json")]
+    quarantined = [
+        o for o in objects if o.key.startswith(REJECTED) and o.key.endswith(".reason.json") and waits_for_a_person(o.key, keys)
+    ]  # fmt: skip
 
     def oldest(found: list) -> float | None:
         return round((now - min(o.modified for o in found)).total_seconds(), 1) if found else None

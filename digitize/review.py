@@ -8,6 +8,7 @@ import json
 import re
 import secrets
 import tempfile
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +33,9 @@ ACTIONS = "actions/"
 REJECTED = "rejected/"
 # Quarantined inputs a person discarded: kept, never deleted, with who and why.
 REJECTED_KEPT = "rejected-kept/"
+# Beside a quarantined input once a person has dealt with it: given another try, or put away.
+RELEASED = ".released.json"
+DISCARDED = ".discarded.json"
 QUARANTINE_ACTIONS = "rejected-actions/"
 
 
@@ -540,6 +544,12 @@ class QuarantinedInput:
     released: dict | None
 
 
+def waits_for_a_person(reason_key: str, keys: Container[str]) -> bool:
+    """Whether the quarantined input with this `.reason.json` is still to be released or discarded."""
+    base = reason_key.removesuffix(".reason.json")
+    return base + RELEASED not in keys and base + DISCARDED not in keys
+
+
 def list_quarantine(review: Store, *, include_released: bool = False) -> list[QuarantinedInput]:
     objects = {o.key: o for o in review.list(REJECTED)}
     found = []
@@ -547,8 +557,10 @@ def list_quarantine(review: Store, *, include_released: bool = False) -> list[Qu
         if not key.endswith(".reason.json"):
             continue
         base = key.removesuffix(".reason.json")
+        if base + DISCARDED in objects:
+            continue
         record = json.loads(review.read_bytes(key))
-        released = json.loads(review.read_bytes(base + ".released.json")) if base + ".released.json" in objects else None
+        released = json.loads(review.read_bytes(base + RELEASED)) if base + RELEASED in objects else None
         if released and not include_released:
             continue
         parts = base[len(REJECTED):].split("/")
@@ -590,25 +602,26 @@ def release(review: Store, inbox: Store, entry: QuarantinedInput, *, by: str | N
                 "scanned_at": datetime.now(timezone.utc).isoformat(), "files": files, "dossiers": []}  # fmt: skip
     inbox.put_bytes(prefix + BATCH_MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False).encode())
     record = _quarantine_action(review, entry, "release", by=by, details={"batch": prefix, "note": note}, audit=audit)
-    review.put_bytes(entry.key + ".released.json", json.dumps(record, ensure_ascii=False).encode())
+    review.put_bytes(entry.key + RELEASED, json.dumps(record, ensure_ascii=False).encode())
     return prefix
 
 
 def discard(review: Store, entry: QuarantinedInput, *, reason: str, by: str | None, audit: Store | None = None) -> str:
-    """Take a quarantined input off the list for good: it moves to rejected-kept/ with who and why, never deleted."""
+    """Take a quarantined input off the list for good: a copy goes to rejected-kept/ with who and why,
+    and a `.discarded.json` beside the original takes it off the list. Nothing is deleted (the
+    reviewers' store policy forbids it)."""
     if not reason.strip():
         raise ReviewError(f"{entry.key}: say why it is discarded")
     kept = REJECTED_KEPT + entry.key[len(REJECTED):]
-    moved = [k for k in (entry.copy, entry.key + ".reason.json") if k]
     with tempfile.TemporaryDirectory(prefix="digitize-discard-") as tmp:
-        for key in moved:
+        for key in (k for k in (entry.copy, entry.key + ".reason.json") if k):
             local = Path(tmp) / "object"
             review.download(key, local)
             review.upload(REJECTED_KEPT + key[len(REJECTED):], local)
     record = _quarantine_action(review, entry, "discard", by=by, details={"kept_as": kept, "reason": reason}, audit=audit)
-    review.put_bytes(kept + ".discarded.json", json.dumps(record, ensure_ascii=False).encode())
-    for key in moved:  # each is in rejected-kept/ now, verified by the upload
-        review.delete(key)
+    body = json.dumps(record, ensure_ascii=False).encode()
+    review.put_bytes(kept + ".discarded.json", body)
+    review.put_bytes(entry.key + DISCARDED, body)
     return kept
 
 

@@ -50,12 +50,14 @@ def test_policy_files_are_valid_iam_json():
 def test_station_may_only_drop_under_its_own_prefix():
     station = _policy("station")
     allowed = _allowed(station)
-    object_grants = {r for a, r in allowed if a != "s3:GetBucketLocation"}
+    object_grants = {r for a, r in allowed if a not in ("s3:GetBucketLocation", "s3:ListBucket")}
     # Put and read back (drop checks what is already there, and verifies each upload): own prefix only.
     assert object_grants == {"arn:aws:s3:::inbox/${aws:username}/*"}
-    assert {a for a, _ in allowed} == {"s3:GetBucketLocation", "s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"}
-    # No listing, no deleting, and never the worker's claims or done markers.
-    assert not any(a in ("s3:ListBucket", "s3:DeleteObject") or a.endswith("*") for a, _ in allowed)
+    assert {a for a, _ in allowed} == {"s3:GetBucketLocation", "s3:ListBucket", "s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"}
+    # Listing only its own rescan requests; no deleting, and never the worker's claims or done markers.
+    (listing,) = [s for s in station["Statement"] if "s3:ListBucket" in s["Action"]]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["${aws:username}/_requests/*"]}}
+    assert not any(a == "s3:DeleteObject" or a.endswith("*") for a, _ in allowed)
     assert {r for a, r in _denied(station) if a == "s3:PutObject"} >= {
         "arn:aws:s3:::inbox/*/_done.json", "arn:aws:s3:::inbox/*/_claims/*",
     }  # fmt: skip
@@ -161,7 +163,7 @@ def _batch(folder: Path, *, seed: int) -> Path:
 def test_station_drops_its_own_batches_and_cannot_touch_others(s3, tmp_path):
     own = _env(s3, tmp_path, "dien-chau-01")
     dropped = _digitize(own, "drop", _batch(tmp_path / "ho-so-1", seed=1), "--station", "dien-chau-01")
-    assert dropped.returncode == 0, dropped.stdout + dropped.stderr
+    assert dropped.returncode == 0 and "rescan requests not read" not in dropped.stderr, dropped.stdout + dropped.stderr
     assert {k.rsplit("/", 1)[1] for k in _keys("inbox", "dien-chau-01/")} == {"receipt.png", "plan.png", "batch.json"}
     # Dropping the same folder again reads its own batch.json back and uploads nothing.
     again = _digitize(own, "drop", tmp_path / "ho-so-1", "--station", "dien-chau-01")
@@ -185,6 +187,10 @@ def test_station_drops_its_own_batches_and_cannot_touch_others(s3, tmp_path):
     assert _refused(lambda: station.stat_object("inbox", their_scan)) == "AccessDenied"
     assert _refused(lambda: station.remove_object("inbox", their_scan)) == "AccessDenied"
     assert _refused(lambda: list(station.list_objects("inbox", recursive=True))) == "AccessDenied"
+    # It may list the review station's rescan requests to it, and no one else's.
+    assert list(station.list_objects("inbox", prefix="dien-chau-01/_requests/")) == []
+    assert _refused(lambda: list(station.list_objects("inbox", prefix="vinh-02/_requests/"))) == "AccessDenied"
+    assert _refused(lambda: list(station.list_objects("inbox", prefix="dien-chau-01/"))) == "AccessDenied"
     # Not even its own batches may it delete, nor mark them done or claimed.
     (own_batch,) = {k.rsplit("/", 2)[0] + "/" + k.rsplit("/", 2)[1] for k in _keys("inbox", "dien-chau-01/")}
     assert _refused(lambda: station.remove_object("inbox", f"{own_batch}/receipt.png")) == "AccessDenied"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from pipeline.flags import FlagName
+
 LANGUAGES = ("vi", "en")
 
 LABELS: dict[str, tuple[str, str]] = {
@@ -122,36 +124,37 @@ def _pages(ev: dict) -> str:
     return ", ".join(str(p + 1) for p in pages) if isinstance(pages, list) else str(pages)
 
 
-# flag -> (name, evidence in words), each in (vi, en).
+# flag -> (name, evidence in words), each in (vi, en). A flag not here is shown by its name;
+# "split_by_person" is the station's own mark on a dossier a reviewer split off, not a triage flag.
 FLAGS: dict[str, tuple[tuple[str, str], Callable[[dict], tuple[str, str]]]] = {
-    "technical_drawing": (("Bản vẽ kỹ thuật", "Technical drawing"), lambda ev: (
+    FlagName.TECHNICAL_DRAWING: (("Bản vẽ kỹ thuật", "Technical drawing"), lambda ev: (
         f"{_pct(ev.get('line_share'))} mực nằm trên các nét thẳng dài; {_num(ev.get('mark_density'), 1)} ký tự trên 100 cm²",
         f"{_pct(ev.get('line_share'))} of the ink lies on long straight strokes; {_num(ev.get('mark_density'), 1)} characters per 100 cm²",
     )),
-    "oversized": (("Trang khổ lớn", "Oversized page"), lambda ev: (
+    FlagName.OVERSIZED: (("Trang khổ lớn", "Oversized page"), lambda ev: (
         f"{_size(ev)}, lớn hơn khổ A4 quá {_pct(ev.get('tolerance'))}",
         f"{_size(ev)}, more than {_pct(ev.get('tolerance'))} larger than A4",
     )),
-    "thick_record": (("Hồ sơ dày", "Thick record"), lambda ev: (
+    FlagName.THICK_RECORD: (("Hồ sơ dày", "Thick record"), lambda ev: (
         f"{ev.get('pages')} trang, vượt ngưỡng {ev.get('threshold')} trang",
         f"{ev.get('pages')} pages, more than the threshold of {ev.get('threshold')}",
     )),
-    "low_confidence": (("Nhận dạng chữ không chắc chắn", "Doubtful OCR"), lambda ev: (
+    FlagName.LOW_CONFIDENCE: (("Nhận dạng chữ không chắc chắn", "Doubtful OCR"), lambda ev: (
         f"độ tin cậy {_num(ev.get('ocr_confidence'))}/100; {_pct(ev.get('syllable_share'))} là âm tiết tiếng Việt hợp lệ; {ev.get('words', '?')} từ",
         f"confidence {_num(ev.get('ocr_confidence'))}/100; {_pct(ev.get('syllable_share'))} valid Vietnamese syllables; {ev.get('words', '?')} words",
     )),
-    "unreadable_page": (("Trang không đọc được", "Unreadable page"), lambda ev: (str(ev.get("reason", "")), str(ev.get("reason", "")))),
-    "separator_unreadable": (("Tờ phân cách không đọc được mã", "Separator sheet without a usable code"), lambda ev: (
+    FlagName.UNREADABLE_PAGE: (("Trang không đọc được", "Unreadable page"), lambda ev: (str(ev.get("reason", "")), str(ev.get("reason", "")))),
+    FlagName.SEPARATOR_UNREADABLE: (("Tờ phân cách không đọc được mã", "Separator sheet without a usable code"), lambda ev: (
         "thấy tờ tiếp nhận hoặc mã vạch nhưng không đọc được mã hồ sơ", "a receipt or barcode was seen but no dossier code could be read",
     )),
-    "unassigned_pages": (("Trang chưa thuộc hồ sơ nào", "Pages not in any dossier"), lambda ev: (
+    FlagName.UNASSIGNED_PAGES: (("Trang chưa thuộc hồ sơ nào", "Pages not in any dossier"), lambda ev: (
         f"trang nguồn {_pages(ev)}", f"source pages {_pages(ev)}",
     )),
-    "split_mismatch": (("Cách chia hồ sơ khác với khai báo của trạm", "Split differs from the station's list"), lambda ev: (
+    FlagName.SPLIT_MISMATCH: (("Cách chia hồ sơ khác với khai báo của trạm", "Split differs from the station's list"), lambda ev: (
         ", ".join(f"{k}: {v}" for k, v in ev.items()), ", ".join(f"{k}: {v}" for k, v in ev.items()),
     )),
-    "ocr_failed": (("Nhận dạng chữ thất bại", "OCR failed"), lambda ev: (str(ev.get("error", ev)), str(ev.get("error", ev)))),
-    "duplicate_code": (("Trùng mã hồ sơ", "Duplicate dossier code"), lambda ev: (
+    FlagName.OCR_FAILED: (("Nhận dạng chữ thất bại", "OCR failed"), lambda ev: (str(ev.get("error", ev)), str(ev.get("error", ev)))),
+    FlagName.DUPLICATE_CODE: (("Trùng mã hồ sơ", "Duplicate dossier code"), lambda ev: (
         f"mã {ev.get('code')} đã có hồ sơ khác được lưu trữ: {ev.get('archived')}",
         f"code {ev.get('code')} is already archived from other pages: {ev.get('archived')}",
     )),
