@@ -22,7 +22,7 @@ from digitize.keys import load_record_signer
 from pipeline import models
 from pipeline.programs import check_programs
 from pipeline.batch import BatchReport, process_inputs
-from pipeline.errors import ConfigError, DigitizeError, ExitCode, MissingInput, most_serious
+from pipeline.errors import ConfigError, DigitizeError, ExitCode, MissingInput, UsageError, most_serious
 from pipeline.sources import expand_inputs
 from pipeline.split import DossierHint
 
@@ -70,6 +70,14 @@ def _hints(path: Path | None) -> dict[str, list[DossierHint]]:
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise ConfigError(f"{path}: not a dossier hints file ({exc}); expected "
                           '{"<input name>": [{"code": ..., "first_page": 0, "last_page": 3}]}') from None
+
+
+def _page_numbers(pages: str) -> list[int]:
+    """--pages N,M as people count them, from 1; anything else is a usage mistake (exit 64)."""
+    try:
+        return [int(p) for p in pages.split(",") if p.strip()]
+    except ValueError:
+        raise _fail(UsageError(f"--pages {pages!r}: expected page numbers like 3,4")) from None
 
 
 def _fail(exc: DigitizeError) -> typer.Exit:
@@ -502,10 +510,7 @@ def review_replace(
     """Swap pages of a flagged dossier for a re-scan (a large-format drawing, say) and re-assemble it."""
     from digitize import review as manual
 
-    try:
-        numbers = [int(p) for p in pages.split(",") if p.strip()]
-    except ValueError:
-        raise _fail(ConfigError(f"--pages {pages!r}: expected page numbers like 3,4")) from None
+    numbers = _page_numbers(pages)
     try:
         settings, store = _review_stores(config, review)
         entry = manual.replace_pages(
@@ -593,12 +598,8 @@ def review_move(
     """Move pages to another dossier (when the night's split was wrong); both are re-assembled and signed."""
     from digitize import review as manual
     from digitize.storage import open_store
-    from pipeline.errors import UsageError
 
-    try:
-        numbers = [int(p) for p in pages.split(",") if p.strip()]
-    except ValueError:
-        raise _fail(UsageError(f"--pages {pages!r}: expected page numbers like 3,4")) from None
+    numbers = _page_numbers(pages)
     try:
         settings, store = _review_stores(config, review)
         archive = open_store(settings.service.archive, os.environ)
@@ -610,6 +611,7 @@ def review_move(
         raise _fail(exc) from None
     console.print(f"{source}: pages {entry['pages_moved']} are now pages {entry['to_pages']} of {entry['to_item'].rstrip('/')}")
 
+
 @review_app.command("send-back")
 def review_send_back(
     code: str, pages: Annotated[str, typer.Option(help="Pages to rescan, 1-based: N,M.")] = "",
@@ -620,10 +622,7 @@ def review_send_back(
     from digitize import review as manual
     from digitize.storage import open_store
 
-    try:
-        numbers = [int(p) for p in pages.split(",") if p.strip()]
-    except ValueError:
-        raise _fail(ConfigError(f"--pages {pages!r}: expected page numbers like 3,4")) from None
+    numbers = _page_numbers(pages)
     try:
         settings, store = _review_stores(config, review)
         inbox = open_store(settings.service.inbox, os.environ)
