@@ -48,6 +48,7 @@ class ServiceSettings(Section):
     retention_days: float = Field(ge=0)
     work_dir: str
     retry_delays_s: list[NonNegativeFloat] = Field(max_length=10)
+    held_wait_max_s: float = Field(ge=0)
 
 
 class ReviewSettings(Section):

@@ -211,12 +211,26 @@ class ClaimHolder:
         return f"held by {self.host} pid {self.pid} since {self.since}; its lease runs out in {self.lease_left_s:.0f} s unless renewed"
 
 
-def _boot_id() -> str:
+def _read_first_line(path: str) -> str:
     try:
-        with open("/proc/sys/kernel/random/boot_id") as fh:
+        with open(path) as fh:
             return fh.read().strip()
     except OSError:
         return ""
+
+
+def _boot_id() -> str:
+    return _read_first_line("/proc/sys/kernel/random/boot_id")
+
+
+def machine_identity() -> dict[str, str]:
+    """What tells this machine and process space from others that share its host name (cloned
+    images, containers on one kernel): its machine id and its pid namespace."""
+    try:
+        pid_namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pid_namespace = ""
+    return {"machine_id": _read_first_line("/etc/machine-id"), "pid_namespace": pid_namespace}
 
 
 def _process_start(pid: int) -> str | None:
@@ -235,8 +249,11 @@ def _gone(body: dict) -> bool:
     """Whether the claim's process is known to be dead: it ran on this host, and this boot
     has no such process (or the host was rebooted since). Another host's claim is never
     judged here: only its lease can tell."""
+    here = machine_identity()
     if body.get("host") != socket.gethostname() or not body.get("boot_id") or not _boot_id():
         return False
+    if not here["machine_id"] or any(body.get(key) != value for key, value in here.items()):
+        return False  # another machine or container under the same name: only the lease can tell
     if body["boot_id"] != _boot_id():
         return True
     return _process_start(int(body["pid"])) != body.get("pid_start")
@@ -268,7 +285,7 @@ class Claim:
 
     def _write(self, key: str) -> None:
         body = {
-            "host": socket.gethostname(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
+            "host": socket.gethostname(), **machine_identity(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
             "boot_id": _boot_id(), "at": datetime.now(timezone.utc).isoformat(),
         }  # fmt: skip
         self.store.put_bytes(key, json.dumps(body).encode())

@@ -191,13 +191,19 @@ def approve(review: Store, archive: Store, item: ReviewItem, *, by: str | None, 
     if archive.exists(manifest_key) and archive.read_bytes(manifest_key) != review.read_bytes(f"{item.prefix}{item.name}.json"):
         raise ReviewError(f"{name}: {archive.url}/{manifest_key} is another record; an archived record is never overwritten")
     keys = [f"{item.archive_folder}{name}{ext}" for ext in (".pdf", ".txt", ".json")]
-    # Recorded first, so the archived manifest carries who approved it and when.
-    entry = record_action(review, item, "approve", by=by, details={"archived_as": keys, "note": note}, audit=archive)
     with tempfile.TemporaryDirectory(prefix="digitize-review-") as tmp:
-        for ext, key in zip((".pdf", ".txt", ".json"), keys, strict=True):
-            local = Path(tmp) / f"{item.name}{ext}"
-            review.download(f"{item.prefix}{item.name}{ext}", local)
-            archive.upload(key, local)
+        local = {ext: Path(tmp) / f"{item.name}{ext}" for ext in (".pdf", ".txt", ".json")}
+        for ext in (".pdf", ".txt"):
+            review.download(f"{item.prefix}{item.name}{ext}", local[ext])
+        # Only a whole record is archived: the PDF and text its manifest names, not a half-replaced one.
+        output = _read_manifest(review, f"{item.prefix}{item.name}.json")["output"]
+        if atomic.sha256_file(local[".pdf"]) != output["pdf_sha256"] or atomic.sha256_file(local[".txt"]) != output["text_sha256"]:
+            raise ReviewError(f"{item.name}: its PDF or text does not match its manifest (being changed?); try again")
+        # Recorded before the manifest is copied, so the archived manifest carries who approved it and when.
+        entry = record_action(review, item, "approve", by=by, details={"archived_as": keys, "note": note}, audit=archive)
+        review.download(f"{item.prefix}{item.name}.json", local[".json"])
+        for ext, key in zip(local, keys, strict=True):
+            archive.upload(key, local[ext])
     review.put_bytes(item.prefix + ARCHIVED, json.dumps(entry, ensure_ascii=False).encode())
     return keys
 
@@ -301,6 +307,7 @@ def replace_pages(
     nothing is taken out). The previous PDF is kept under previous/. The replaced pages' flags
     are resolved; the re-scan's own flags, if any, are open on its pages.
     """
+    _open_only(item)
     with tempfile.TemporaryDirectory(prefix="digitize-replace-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
         old, current = _open_dossier(review, item, work, stack)
@@ -363,6 +370,12 @@ def replace_pages(
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,120}$")
 
 
+def _open_only(item: ReviewItem) -> None:
+    """An archived dossier is the archive's now: changing its review copy would change nothing there."""
+    if item.archived:
+        raise ReviewError(f"{item.prefix.rstrip('/')}: already archived")
+
+
 def split_item(
     review: Store, item: ReviewItem, *, at: int, new_name: str, settings: Settings, by: str | None,
     signer: RecordSigner | None, note: str = "", audit: Store | None = None,
@@ -372,6 +385,7 @@ def split_item(
     For a wrong split at night: both parts are re-assembled (and signed) and each keeps the
     flags of its own pages. The new item is uncoded until a person sets its code.
     """
+    _open_only(item)
     if not NAME.fullmatch(new_name) or key_problem(f"{item.batch}{new_name}/") is not None:
         raise ReviewError(f"{new_name!r}: a dossier name is letters, digits, '.', '_' and '-'")
     if any(i.prefix == f"{item.batch}{new_name}/" for i in list_items(review, include_archived=True)):
@@ -385,6 +399,11 @@ def split_item(
         parts.mkdir()
         singles = [_single(old, i, parts / f"old-{i:04d}.pdf") for i in range(current.count)]
         manifest = current.manifest
+        # Flags are renumbered against the manifest as it was, before source_pages changes below.
+        moves_a = {p: p for p in range(1, at)}
+        moves_b = {p: p - at + 1 for p in range(at, current.count + 1)}
+        flags_b, _ = _renumbered(manifest, item.flags, moves_b)
+        kept, gone = _renumbered(manifest, item.flags, moves_a)
         sources = manifest.get("document", {}).get("source_pages", [])
         second = json.loads(json.dumps(manifest))
         second.update(name=new_name, code=None)
@@ -401,9 +420,6 @@ def split_item(
         entry = {"action": "split", "by": by or getpass.getuser(), "at": datetime.now(timezone.utc).isoformat(), **details}
         second["split_from"] = {"item": item.prefix, **entry}
         _store_dossier(review, prefix, new_name, second, *other, previous=None)
-        moves_a = {p: p for p in range(1, at)}
-        moves_b = {p: p - at + 1 for p in range(at, current.count + 1)}
-        flags_b, _ = _renumbered(current.manifest, item.flags, moves_b)
         flags_b.pop("thick_record", None)
         review.put_bytes(prefix + "reasons.json", json.dumps({"code": None, "flags": flags_b or {"split_by_person": [{"from": item.prefix}]}, "thumbnails": {}}, indent=2, ensure_ascii=False).encode())
         uncoded = item.archive_folder.split("/", 2)
@@ -411,7 +427,6 @@ def split_item(
         review.put_bytes(prefix + REVIEW_ITEM, json.dumps({"name": new_name, "code": None, "batch": item.batch, "archive_folder": archive_folder}, ensure_ascii=False).encode())
         _store_dossier(review, item.prefix, item.name, manifest, *first, previous=current.pdf)
         entry = record_action(review, item, "split", by=by, details=details, audit=audit)
-        kept, gone = _renumbered(current.manifest, item.flags, moves_a)
         _write_reasons(review, item, kept, resolved=gone, entry=entry, thick_after=at - 1, settings=settings)
         new_item = item_at(review, prefix)
         record_action(review, new_item, "split_off", by=by, details={"from": item.prefix, "at_page": at, "note": note}, audit=None)
@@ -430,9 +445,8 @@ def move_pages(
     """
     # Read again from this store: both must be its items, and open now, not when the page was drawn.
     source, target = item_at(review, source.prefix), item_at(review, target.prefix)
-    for item in (source, target):
-        if item.archived:
-            raise ReviewError(f"{item.prefix.rstrip('/')}: already archived")
+    _open_only(source)
+    _open_only(target)
     if source.prefix == target.prefix:
         raise ReviewError(f"{source.prefix.rstrip('/')}: the target is the same dossier; choose another")
     with tempfile.TemporaryDirectory(prefix="digitize-move-") as tmp, contextlib.ExitStack() as stack:
@@ -515,7 +529,9 @@ def set_code(review: Store, item: ReviewItem, *, code: str, settings: Settings, 
 
 def send_back(review: Store, inbox: Store, item: ReviewItem, *, pages: list[int], note: str, by: str | None, audit: Store | None = None) -> str:
     """Ask the station to scan again: `<station>/_requests/<id>.json` in the inbox, which `digitize drop` shows it."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    _open_only(item)
+    # Unique even for two requests in one second: a later one never replaces an earlier.
+    stamp = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}-{secrets.token_hex(3)}"
     key = f"{item.station}/{REQUESTS}/{stamp}-{item.name}.json"
     entry = record_action(review, item, "send_back", by=by, details={"request": key, "pages": pages, "note": note}, audit=audit)
     request = {"dossier": item.code or item.name, "item": item.prefix, "batch": item.batch, "pages": pages, "note": note,

@@ -158,12 +158,13 @@ def _night(settings: AppSettings, jobs: int, wait_for_held: bool) -> NightReport
     )  # fmt: skip
     progress = NightProgress(todo)
     results: dict[str, BatchResult] = {}
+    give_up_at = time.monotonic() + settings.service.held_wait_max_s
     while todo:
         for result in _run_batches(todo, settings, jobs, run_id):
             results[result.batch] = result
             progress.batch_finished(result)
         held = [r for r in results.values() if r.outcome == BatchOutcome.HELD]
-        if not held or not wait_for_held:
+        if not held or not wait_for_held or time.monotonic() >= give_up_at:
             break
         pause = min(max(min(r.lease_left_s or 0 for r in held) + 1, HELD_RECHECK_S[0]), HELD_RECHECK_S[1])
         logger.warning("%d batches held by other runs; looking again in %.0f s", len(held), pause)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from digitize.inbox import BATCH_MANIFEST, CLAIMS, Claim
+from digitize.inbox import BATCH_MANIFEST, CLAIMS, Claim, machine_identity
 from digitize.keys import make_demo_ca
 from digitize.prefect_server import local_prefect_server
 from digitize.storage import LocalStore
@@ -191,7 +191,14 @@ def test_the_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path
     inbox = LocalStore(tmp_path / "inbox")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    body = {"host": socket.gethostname(), "pid": dead.pid, "pid_start": "0", "boot_id": _boot_id(), "at": "2026-01-01T00:00:00+00:00"}
+    body = {
+        "host": socket.gethostname(), **machine_identity(), "pid": dead.pid, "pid_start": "0", "boot_id": _boot_id(),
+        "at": datetime.now(timezone.utc).isoformat(),
+    }  # fmt: skip
+    # A machine cloned from this one (same host name, its own machine id) is not judged by our /proc.
+    clone = _fake_claim(inbox, "st/c/", {**body, "machine_id": "0" * 32})
+    assert not Claim(inbox, "st/c/", lease_s=300, settle_s=0).acquire(), "another machine's claim holds until its lease"
+    assert inbox.exists(clone)
     stale = _fake_claim(inbox, "st/b/", body)
     newcomer = Claim(inbox, "st/b/", lease_s=300, settle_s=0)
     assert newcomer.acquire(), "a dead process's claim must not hold the batch for the lease"

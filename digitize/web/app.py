@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
 
 import jinja2
 import pikepdf
@@ -28,16 +30,22 @@ from digitize import review as manual
 from digitize.drop import DROPPABLE, check_folder
 from digitize.storage import Store, key_problem
 from digitize.web import words
-from digitize.web.users import Role, User, check_password
+from digitize.web.users import Role, User, check_password, current
 from pipeline._exec import pdftoppm
 from pipeline.errors import DigitizeError
 from digitize.config import AppSettings
 from pipeline.signing import RecordSigner
 
+T = TypeVar("T")
 SESSION_COOKIE = "review_session"
 LANG_COOKIE = "review_lang"
 # Uploads are read in pieces of this size, so one larger than limits.max_input_bytes is cut off early.
 CHUNK = 1 << 20
+# A form's text fields (notes, page numbers, codes) are small; only a rescan upload is large.
+MAX_TEXT_FIELD = 64 * 1024
+# One review action at a time in this process: two clerks acting on the same dossier at once
+# would each re-assemble it from the same copy, and the later would undo the earlier.
+ACTIONS = threading.Lock()
 
 
 class Refused(Exception):
@@ -71,7 +79,7 @@ class _Sessions:
         if not cookie or "." not in cookie:
             return None
         body, _, signature = cookie.partition(".")
-        if not hmac.compare_digest(self._sign(body.encode()), signature):
+        if not hmac.compare_digest(self._sign(body.encode()).encode(), signature.encode("utf-8", "replace")):
             return None
         try:
             data = json.loads(base64.urlsafe_b64decode(body.encode()))
@@ -160,7 +168,7 @@ def create_app(
         """The signed-in user (cookie session or HTTP Basic), and the session when there is one."""
         session = sessions.read(request.cookies.get(SESSION_COOKIE))
         if session and session.get("user"):
-            return User(session["user"], Role(session["role"])), session
+            return current(users_file, session["user"]), session
         auth = request.headers.get("authorization", "")
         if auth.lower().startswith("basic "):
             try:
@@ -210,11 +218,19 @@ def create_app(
         return set_session(HTMLResponse(html, headers={"Cache-Control": "no-store"}), cookie)
 
     async def checked_form(request: Request) -> tuple[dict, dict]:
-        """The form of a POST, refused (403) unless it carries this session's CSRF token."""
+        """The form of a POST, refused (403) unless it carries this session's CSRF token.
+
+        Nothing is read before the session is known and the body's declared size is within
+        limits.max_input_bytes, so no one can fill memory or disk without signing in."""
         session = sessions.read(request.cookies.get(SESSION_COOKIE))
-        form = await request.form(max_part_size=settings.limits.max_input_bytes)
+        if not session:
+            raise Refused("no session: open the page again")
+        declared = request.headers.get("content-length", "")
+        if not declared.isdigit() or int(declared) > settings.limits.max_input_bytes + MAX_TEXT_FIELD:
+            raise Refused(f"a form's body must declare its size, at most limits.max_input_bytes ({settings.limits.max_input_bytes})")
+        form = await request.form(max_part_size=MAX_TEXT_FIELD)
         token = form.get("csrf")
-        if not session or not isinstance(token, str) or not hmac.compare_digest(token, session["csrf"]):
+        if not isinstance(token, str) or not hmac.compare_digest(token.encode(), session["csrf"].encode()):
             raise Refused("CSRF token missing or wrong")
         return form, session
 
@@ -245,7 +261,11 @@ def create_app(
 
     @app.get("/lang/{lang}")
     def choose_language(lang: str, request: Request) -> Response:
-        response = RedirectResponse(request.headers.get("referer") or "/", status_code=303)
+        # Back to the page the choice was made on, on this station only (never another site).
+        referer = urlsplit(request.headers.get("referer") or "/")
+        same_site = not referer.netloc or referer.netloc == request.url.netloc
+        back = (referer.path or "/") + (f"?{referer.query}" if referer.query else "") if same_site else "/"
+        response = RedirectResponse(back if back.startswith("/") and not back.startswith("//") else "/", status_code=303)
         if lang in words.LANGUAGES:
             response.set_cookie(LANG_COOKIE, lang, samesite="lax", max_age=365 * 86400)
         return response
@@ -363,6 +383,15 @@ def create_app(
             raise manual.ReviewError("the action was not confirmed; tick the confirmation box")
         return user, form, str(form.get("note", "")).strip()
 
+    async def one_at_a_time(action: Callable[[], T]) -> T:
+        """Run a review action in a worker thread (signing runs its own event loop), one at a time."""
+
+        def locked() -> T:
+            with ACTIONS:
+                return action()
+
+        return await run_in_threadpool(locked)
+
     def back_to(item: manual.ReviewItem | None, done: str) -> Response:
         if item is None:
             return RedirectResponse(f"/?done={done}", status_code=303)
@@ -374,7 +403,7 @@ def create_app(
     async def approve(request: Request) -> Response:
         user, form, note = await acting(request)
         item = find_item(str(form.get("p", "")))
-        await run_in_threadpool(lambda: manual.approve(stores.review, stores.archive, item, by=user.name, note=note))
+        await one_at_a_time(lambda: manual.approve(stores.review, stores.archive, item, by=user.name, note=note))
         return back_to(None, "approve")
 
     @app.post("/item/replace")
@@ -404,7 +433,7 @@ def create_app(
             if checked.bad:
                 raise manual.ReviewError(f"{upload.filename}: {checked.bad[0].reason}")
             # Blocking work (OCR, signing, which runs its own event loop) goes to a worker thread.
-            await run_in_threadpool(lambda: manual.replace_pages(
+            await one_at_a_time(lambda: manual.replace_pages(
                 stores.review, item, pages=numbers, rescan=rescan, settings=settings, by=user.name, signer=signer(),
                 note=note, audit=stores.archive, insert=insert,
             ))  # fmt: skip
@@ -417,7 +446,7 @@ def create_app(
         at = _numbers(str(form.get("at", "")))
         if len(at) != 1:
             raise manual.ReviewError("give the one page number where the new dossier starts")
-        new = await run_in_threadpool(lambda: manual.split_item(
+        new = await one_at_a_time(lambda: manual.split_item(
             stores.review, item, at=at[0], new_name=str(form.get("new_name", "")).strip(), settings=settings, by=user.name,
             signer=signer(), note=note, audit=stores.archive,
         ))  # fmt: skip
@@ -429,7 +458,7 @@ def create_app(
         item = find_item(str(form.get("p", "")))
         target = find_item(str(form.get("target", "")))
         pages = _numbers(str(form.get("pages", "")))
-        await run_in_threadpool(lambda: manual.move_pages(
+        await one_at_a_time(lambda: manual.move_pages(
             stores.review, item, target, pages=pages, settings=settings, by=user.name, signer=signer(), note=note,
             audit=stores.archive,
         ))  # fmt: skip
@@ -440,7 +469,7 @@ def create_app(
         user, form, note = await acting(request)
         item = find_item(str(form.get("p", "")))
         code = str(form.get("code", "")).strip()
-        await run_in_threadpool(lambda: manual.set_code(stores.review, item, code=code, settings=settings, by=user.name, note=note, audit=stores.archive))
+        await one_at_a_time(lambda: manual.set_code(stores.review, item, code=code, settings=settings, by=user.name, note=note, audit=stores.archive))
         return back_to(item, "set_code")
 
     @app.post("/item/send-back")
@@ -448,7 +477,7 @@ def create_app(
         user, form, note = await acting(request)
         item = find_item(str(form.get("p", "")))
         pages = _numbers(str(form.get("pages", "")))
-        await run_in_threadpool(lambda: manual.send_back(stores.review, stores.inbox, item, pages=pages, note=note, by=user.name, audit=stores.archive))
+        await one_at_a_time(lambda: manual.send_back(stores.review, stores.inbox, item, pages=pages, note=note, by=user.name, audit=stores.archive))
         return back_to(item, "send_back")
 
     def find_quarantined(key: str) -> manual.QuarantinedInput:
@@ -461,14 +490,14 @@ def create_app(
     async def release(request: Request) -> Response:
         user, form, note = await acting(request)
         entry = find_quarantined(str(form.get("key", "")))
-        await run_in_threadpool(lambda: manual.release(stores.review, stores.inbox, entry, by=user.name, note=note, audit=stores.archive))
+        await one_at_a_time(lambda: manual.release(stores.review, stores.inbox, entry, by=user.name, note=note, audit=stores.archive))
         return RedirectResponse("/?tab=quarantine&done=release", status_code=303)
 
     @app.post("/quarantine/discard")
     async def discard(request: Request) -> Response:
         user, form, note = await acting(request)
         entry = find_quarantined(str(form.get("key", "")))
-        await run_in_threadpool(lambda: manual.discard(stores.review, entry, reason=note, by=user.name, audit=stores.archive))
+        await one_at_a_time(lambda: manual.discard(stores.review, entry, reason=note, by=user.name, audit=stores.archive))
         return RedirectResponse("/?tab=quarantine&done=discard", status_code=303)
 
     @app.get("/actions")

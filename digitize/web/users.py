@@ -64,6 +64,12 @@ def add_user(path: Path, name: str, *, role: Role, password: str) -> None:
     path.chmod(0o600)
 
 
+def current(path: Path, name: str) -> User | None:
+    """The user as the users file says now: a removed or demoted account loses what its session held."""
+    entry = _read(path).get(name)
+    return User(name, Role(entry["role"])) if entry else None
+
+
 def check_password(path: Path, name: str, password: str) -> User | None:
     """The user, when `password` is theirs; None otherwise (unknown names cost the same time)."""
     entry = _read(path).get(name)
