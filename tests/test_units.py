@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -216,6 +217,7 @@ def test_an_archived_record_is_never_overwritten(tmp_path):
     # Two review items written as -2 before either was approved: the second must not replace the first.
     # Their manifests are real record manifests (tests/resources), told apart by name.
     real = json.loads((Path(__file__).parent / "resources" / "record-3-receipt.json").read_text("utf-8"))
+    real["output"].update(pdf_sha256=hashlib.sha256(b"%PDF").hexdigest(), text_sha256=hashlib.sha256(b"text").hexdigest())
     for batch, n in (("st/a/", 1), ("st/b/", 2)):
         body = json.dumps({**real, "name": f"item-{n}"}).encode()
         for ext, data in ((".pdf", b"%PDF"), (".txt", b"text"), (".json", body)):
@@ -224,6 +226,11 @@ def test_an_archived_record_is_never_overwritten(tmp_path):
     def item(batch: str) -> ReviewItem:
         return ReviewItem(f"{batch}{code}-2/", f"{code}-2", code, "2026/11/", {}, {}, False)
 
+    # A PDF that is not the one its manifest names (a replace half done) is not archived.
+    review.put_bytes(f"st/a/{code}-2/{code}-2.pdf", b"%PDF changed")
+    with pytest.raises(ReviewError, match="does not match its manifest"):
+        approve(review, archive, item("st/a/"), by="test")
+    review.put_bytes(f"st/a/{code}-2/{code}-2.pdf", b"%PDF")
     approve(review, archive, item("st/a/"), by="test")
     with pytest.raises(ReviewError, match="never overwritten"):
         approve(review, archive, item("st/b/"), by="test")
