@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -396,6 +397,9 @@ def serve(
     from digitize.prefect_server import local_prefect_server
     from flows.nightly import nightly_from_config
 
+    # A stop (SIGTERM from systemd or a test) before Prefect's runner installs its own handler
+    # would end this process at once and leave the Prefect server started below running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with contextlib.ExitStack() as stack:
         api = os.environ.get("PREFECT_API_URL")
         if not api:
