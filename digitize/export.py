@@ -223,9 +223,11 @@ def _document_pdfs(
     written = []
     with pikepdf.open(record) as pdf:
         pages = len(pdf.pages)
-        last = max(doc.last_page for doc in documents)
-        if last >= pages or len(texts) != pages:
-            raise ExportError(f"{code}: its documents run to page {last + 1}, the record has {pages} (changed in review?)")
+        # Review can split, move or add pages after the documents were read: then they no longer fit.
+        ranges = [page for doc in documents for page in range(doc.first_page, doc.last_page + 1)]
+        if ranges != list(range(pages)) or len(texts) != pages:
+            raise ExportError(f"{code}: its documents cover {len(ranges)} pages, the record has {pages} "
+                              "(changed in review after they were read)")  # fmt: skip
         for doc in documents:
             indexes = range(doc.first_page, doc.last_page + 1)
             page_pdfs = [_single_page(pdf, index, work / f"{code}.page-{index:04d}.pdf") for index in indexes]

@@ -149,7 +149,7 @@ def _start(page: PageFacts, previous: PageFacts | None, previous_start: _Start |
             return None
         return _Start("id_card", type_name or "Căn cước công dân", title_text or "Căn cước công dân")
     if previous is None:
-        return _Start("first_page", type_name, title_text)
+        return _Start("first_page", type_name or ("Bản vẽ" if page.drawing else None), title_text)
     if page.drawing and not previous.drawing:
         return _Start("drawing", type_name or "Bản vẽ", title_text)
     if _has_heading(lines):

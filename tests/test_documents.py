@@ -8,7 +8,7 @@ import json
 import pikepdf
 import pytest
 
-from pipeline.documents import PageFacts, find_starts, fold
+from pipeline.documents import PageFacts, find_starts, fold, read_documents
 from pipeline.manifest import load_manifest
 from pipeline.settings import DEFAULT_CONFIG, load_settings
 from tests.conftest import THREE_DOCUMENT_AGENCY, THREE_DOCUMENT_CODE
@@ -92,6 +92,10 @@ def test_a_new_paper_size_or_a_drawing_starts_a_document():
              PageFacts(text="", size_mm=a4, drawing=True), PageFacts(text="", size_mm=a4, drawing=True),
              PageFacts(text=body, size_mm=(211.0, 296.0))]  # fmt: skip
     assert find_starts(pages) == [0, 2, 3]
+    documents = read_documents(pages, source_pages=range(10, 16))
+    assert [(d.type_name, d.started_by, d.source_pages) for d in documents] == [
+        ("Văn bản", "first_page", [10, 11]), ("Văn bản", "page_size", [12]), ("Bản vẽ", "drawing", [13, 14, 15]),
+    ]  # fmt: skip
 
 
 def test_manifests_without_documents_still_load_and_dump_unchanged(record):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,8 +14,12 @@ import pikepdf.pdfa
 import pytest
 from lxml import etree
 
-from digitize.export import ANNEX_SCHEMA
-from digitize.storage import open_store
+from digitize.config import load_app_settings
+from digitize.export import ANNEX_SCHEMA, ExportError, annex_fields, export_dossiers
+from digitize.keys import load_record_signer
+from digitize.storage import LocalStore, open_store
+from pipeline.errors import UsageError
+from pipeline.manifest import load_manifest
 from tests.conftest import DIGITIZE, THREE_DOCUMENT_CODE, preflight
 
 CODE = THREE_DOCUMENT_CODE
@@ -102,11 +107,25 @@ def test_a_record_lacking_a_required_field_is_named_in_one_line(three_document_d
 
 
 def test_a_field_of_the_wrong_type_is_refused(three_document_dossier, tmp_path):
-    record, ca, env = three_document_dossier
+    record, _, _ = three_document_dossier
     archive = _archive(record, tmp_path / "archive", change=lambda m: m["documents"][2].update(code_number="12a"))
-    proc = _export(env, ca, CODE, "--to", tmp_path / "out", "--archive", archive)
-    assert proc.returncode == 65, proc.stdout + proc.stderr
-    assert f"error: {CODE}: Document.2.CodeNumber: String should match pattern" in proc.stderr
+    manifest = load_manifest((archive / MONTH / f"{CODE}.json").read_bytes(), origin="test")
+    with pytest.raises(ExportError, match=rf"^{re.escape(CODE)}: Document\.2\.CodeNumber: String should match pattern") as caught:
+        annex_fields(manifest, code=CODE)
+    assert caught.value.exit_code == 65
+
+
+def test_documents_that_no_longer_fit_the_record_are_refused(three_document_dossier, tmp_path):
+    """After a review split the record has fewer pages than its documents were read from."""
+    record, ca, env = three_document_dossier
+    archive = _archive(record, tmp_path / "archive", change=lambda m: m["documents"][2].update(last_page=4, page_amount=3))
+    settings = load_app_settings().with_overrides({"signing.pkcs12": str(ca.agency_pkcs12)})
+    report = export_dossiers([CODE], archive=LocalStore(archive), to=tmp_path / "out", signer=load_record_signer(settings, env))
+    assert not report.exported
+    assert [str(exc) for exc in report.failed] == [
+        f"{CODE}: its documents cover 5 pages, the record has 4 (changed in review after they were read)"
+    ]
+    assert not any((tmp_path / "out").iterdir()), "a staging folder was left behind"
 
 
 def test_unknown_codes_and_unsafe_codes(three_document_dossier, tmp_path):
@@ -115,8 +134,10 @@ def test_unknown_codes_and_unsafe_codes(three_document_dossier, tmp_path):
     proc = _export(env, ca, "000.00.21.H40-230901-9999", "--to", tmp_path / "out", "--archive", archive)
     assert proc.returncode == 66
     assert proc.stderr.strip() == f"error: 000.00.21.H40-230901-9999: no record of that dossier code in {archive}"
-    proc = _export(env, ca, "../etc", "--to", tmp_path / "out", "--archive", archive)
-    assert proc.returncode == 64 and "not a dossier code" in proc.stderr
+    for unsafe in ("../etc", "a/b", ""):
+        with pytest.raises(UsageError, match="not a dossier code") as caught:
+            export_dossiers([unsafe], archive=LocalStore(archive), to=tmp_path / "out", signer=None)
+        assert caught.value.exit_code == 64
 
 
 @pytest.mark.s3
