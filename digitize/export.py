@@ -6,7 +6,6 @@ import contextlib
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from importlib.resources import files
@@ -37,8 +36,6 @@ _WHY_MISSING = {
     "Document": "no component documents were read",
 }
 
-Text = str
-
 
 class ExportError(DigitizeError):
     """A dossier that cannot be exported as it is archived: a required field missing, pages that do not match."""
@@ -58,32 +55,32 @@ class AnnexDocument(_Annex):
     """A component document's Annex VI fields, in the order the XML gives them."""
 
     DocOrdinal: int = Field(ge=1)
-    TypeName: Text
+    TypeName: str
     CodeNumber: str | None = Field(default=None, pattern=r"^\d+$")
-    CodeNotation: Text | None = None
+    CodeNotation: str | None = None
     IssuedDate: date | None = None
-    OrganName: Text | None = None
-    Subject: Text
-    Language: Text
+    OrganName: str | None = None
+    Subject: str
+    Language: str
     PageAmount: int = Field(ge=1)
-    Description: Text | None = None
-    FileName: Text
+    Description: str | None = None
+    FileName: str
 
 
 class AnnexFile(_Annex):
     """A dossier's Annex VI fields and its documents: what `digitize export` requires before it writes anything."""
 
-    FileCode: Text
-    Title: Text
-    Maintenance: Text
-    Rights: Text
-    Creator: Text
-    Language: Text
+    FileCode: str
+    Title: str
+    Maintenance: str
+    Rights: str
+    Creator: str
+    Language: str
     StartDate: date | None = None
     EndDate: date | None = None
     DocTotal: int = Field(ge=1)
     PageTotal: int = Field(ge=1)
-    Description: Text | None = None
+    Description: str | None = None
     Reliability: Literal["digitized"]
     Document: list[AnnexDocument] = Field(min_length=1)
 
@@ -184,9 +181,8 @@ def check_code(code: str) -> str:
 
 
 def export_dossier(
-    code: str, manifest_key: str, *, archive: Store, to: Path, signer: RecordSigner, work: Path,
-    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc).replace(microsecond=0),
-) -> ExportedDossier:  # fmt: skip
+    code: str, manifest_key: str, *, archive: Store, to: Path, signer: RecordSigner, work: Path
+) -> ExportedDossier:
     """Write <to>/<code>/: <code>.xml and <code>.<nn>.pdf per document, built aside and renamed in whole."""
     manifest = load_manifest(archive.read_bytes(manifest_key), origin=f"{archive.url}/{manifest_key}")
     fields = annex_fields(manifest, code=code)
@@ -194,18 +190,22 @@ def export_dossier(
     check_annex_xml(xml, origin=f"{code}.xml")
     record = work / f"{code}.pdf"
     stem = manifest_key.removesuffix(".json")
+    for key in (f"{stem}.pdf", f"{stem}.txt"):
+        if not archive.exists(key):
+            raise ExportError(f"{code}: {archive.url}/{key} is missing beside its manifest")
     archive.download(f"{stem}.pdf", record)
     if atomic.sha256_file(record) != manifest.output.pdf_sha256:
         raise ExportError(f"{code}: {archive.url}/{stem}.pdf differs from the checksum in its manifest")
     texts = archive.read_bytes(f"{stem}.txt").decode("utf-8").removesuffix("\n").split("\f")
-    to.mkdir(parents=True, exist_ok=True)
     final = to / code
     try:
+        to.mkdir(parents=True, exist_ok=True)
         staged = Path(tempfile.mkdtemp(prefix=f".{code}.", dir=to))
     except OSError as exc:
         raise OutputError(f"{to}: cannot write: {exc.strerror or exc}") from None
     try:
-        pdfs = _document_pdfs(code, manifest, record, texts, staged, signer=signer, work=work, created=now())
+        created = datetime.now(timezone.utc).replace(microsecond=0)
+        pdfs = _document_pdfs(code, manifest, record, texts, staged, signer=signer, work=work, created=created)
         atomic.write_bytes(staged / f"{code}.xml", xml)
         atomic.replace_dir(staged, final)
     except BaseException:

@@ -82,10 +82,18 @@ def _near(folded_line: str, target: str) -> bool:
     """The line holds `target`, letters possibly misread: some window of its words is close to it."""
     words = _words(folded_line).split()
     size = len(target.split())
+    if len(set(words) & set(target.split())) < 2:
+        return False  # not two of its words read right: no need to compare letters
+    matcher = difflib.SequenceMatcher(None, "", target)  # the target is indexed once, windows are cheap
     for width in (size - 1, size, size + 1):
         for start in range(max(1, len(words) - width + 1)):
-            window = " ".join(words[start : start + width])
-            if difflib.SequenceMatcher(None, window, target).ratio() >= HEADING_SIMILARITY:
+            matcher.set_seq1(" ".join(words[start : start + width]))
+            # The quick upper bounds rule out most windows before the real ratio is computed.
+            if (
+                matcher.real_quick_ratio() >= HEADING_SIMILARITY
+                and matcher.quick_ratio() >= HEADING_SIMILARITY
+                and matcher.ratio() >= HEADING_SIMILARITY
+            ):
                 return True
     return False
 
