@@ -233,7 +233,7 @@ def _document_pdfs(
             page_pdfs = [_single_page(pdf, index, work / f"{code}.page-{index:04d}.pdf") for index in indexes]
             out = folder / document_pdf_name(code, doc.ordinal)
             metadata = RecordMetadata(
-                title=doc.title, created=created, agency=signer.agency, language=doc.language,
+                title=doc.title, created=created, agency=manifest.dossier.creator or signer.agency, language=doc.language,
                 source_sha256=manifest.source.sha256, dossier_code=code, outline=((doc.title, 0),),
             )  # fmt: skip
             step = work / f"{code}.{doc.ordinal:02d}"

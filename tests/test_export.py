@@ -20,7 +20,7 @@ from digitize.keys import load_record_signer
 from digitize.storage import LocalStore, open_store
 from pipeline.errors import UsageError
 from pipeline.manifest import load_manifest
-from tests.conftest import DIGITIZE, THREE_DOCUMENT_CODE, preflight
+from tests.conftest import DIGITIZE, THREE_DOCUMENT_AGENCY, THREE_DOCUMENT_CODE, preflight
 
 CODE = THREE_DOCUMENT_CODE
 MONTH = "2026/11/"
@@ -88,8 +88,10 @@ def test_each_document_pdf_is_signed_pdfa_1b_and_verifies(exported):
     folder, ca = exported
     pdfs = sorted(folder.glob("*.pdf"))
     for pdf, pages in zip(pdfs, (1, 1, 2), strict=True):
-        with pikepdf.open(pdf) as doc:
+        with pikepdf.open(pdf) as doc, doc.open_metadata() as xmp, doc.open_outline() as outline:
             assert len(doc.pages) == pages
+            assert xmp["dc:identifier"] == CODE and xmp["dc:creator"] == [THREE_DOCUMENT_AGENCY]
+            assert [item.title for item in outline.root] == [xmp["dc:title"]]
         preflight(pdf)
     proc = subprocess.run([str(DIGITIZE), "verify", *map(str, pdfs), "--trust", ca.root], capture_output=True, text=True, timeout=300)
     lines = proc.stdout.strip().splitlines()
