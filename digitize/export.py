@@ -126,7 +126,8 @@ def _document_fields(doc: ComponentDocument, *, code: str) -> dict:
     return {
         "DocOrdinal": doc.ordinal, "TypeName": doc.type_name, "CodeNumber": doc.code_number,
         "CodeNotation": doc.code_notation, "IssuedDate": doc.issued_date, "OrganName": doc.organ_name,
-        "Subject": doc.subject, "Language": doc.language, "PageAmount": doc.page_amount, "Description": None,
+        # Annex VI requires a subject; a document without a "V/v" line or title has only its bookmark's.
+        "Subject": doc.subject or doc.title, "Language": doc.language, "PageAmount": doc.page_amount, "Description": None,
         "FileName": document_pdf_name(code, doc.ordinal),
     }  # fmt: skip
 

@@ -202,8 +202,7 @@ def _document(
 ) -> ComponentDocument:
     lines = _lines(pages[0].text)
     folded = [fold(line) for line in lines]
-    number_at, number, notation = _number(folded, lines)
-    number_end = (_NUMBER.search(folded[number_at]).end() if number_at is not None else 0)
+    number_at, number_end, number, notation = _number(folded, lines)
     issued, place = _issued(folded, lines, number_at=number_at, number_end=number_end)
     subject = _subject(pages[0].text)
     type_name = start.type_name
@@ -226,8 +225,11 @@ def _document(
     )  # fmt: skip
 
 
-def _number(folded: list[str], lines: list[str]) -> tuple[int | None, str | None, str | None]:
-    """(line index, number, notation) of "Số: 123/QĐ-UBND" in the header; "Nghị định số 61/..." in the text is not it."""
+def _number(folded: list[str], lines: list[str]) -> tuple[int | None, int, str | None, str | None]:
+    """(line index, where it ends, number, notation) of "Số: 123/QĐ-UBND" in the header.
+
+    "Nghị định số 61/2018/NĐ-CP" in the text is not it: the header's "Số" has a capital S.
+    """
     for index, line in enumerate(folded[:TITLE_WITHIN_LINES]):
         for found in _NUMBER.finditer(line):
             if lines[index][found.start()] != "S":
@@ -235,8 +237,8 @@ def _number(folded: list[str], lines: list[str]) -> tuple[int | None, str | None
             digits = found.group(1) or found.group(2) or ""
             # The notation as printed (QĐ, not QD): the folded line has the same positions.
             notation = lines[index][found.start(3) : found.end(3)].upper()
-            return index, digits if digits.isdigit() else None, notation
-    return None, None, None
+            return index, found.end(), digits if digits.isdigit() else None, notation
+    return None, 0, None, None
 
 
 def _issued(folded: list[str], lines: list[str], *, number_at: int | None, number_end: int) -> tuple[date | None, str | None]:
