@@ -1,4 +1,4 @@
-"""The `digitize` command: process, drop, run, serve, review, verify, demo-ca, models."""
+"""The `digitize` command: process, drop, run, serve, review, verify, export, demo-ca, models."""
 
 from __future__ import annotations
 
@@ -662,6 +662,31 @@ def verify_command(
     console.print(f"{len(verdicts) - failed} of {len(verdicts)} records verified.")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    codes: Annotated[list[str], typer.Argument(help="Dossier codes, as archived.")],
+    to: Annotated[Path, typer.Option("--to", help="Folder for the export: one <code>/ folder per dossier.")] = Path("export"),
+    archive: Annotated[str | None, typer.Option(help="Archive to read from (default: service.archive).")] = None,
+    config: ConfigOption = None, set_: SetOption = None,
+) -> None:  # fmt: skip
+    """Write each dossier's Decree 30 Annex VI XML and one signed PDF/A per component document, <code>.<nn>.pdf."""
+    from digitize.export import export_dossiers
+    from digitize.storage import open_store
+
+    try:
+        settings = _settings(config, set_, {"service.archive": archive})
+        signer = load_record_signer(settings, os.environ)
+        report = export_dossiers(codes, archive=open_store(settings.service.archive, os.environ), to=to, signer=signer)
+    except DigitizeError as exc:
+        raise _fail(exc) from None
+    for dossier in report.exported:
+        console.print(f"exported {escape(dossier.code)}: {escape(str(dossier.xml))} and {len(dossier.pdfs)} documents", highlight=False, soft_wrap=True)
+    for exc in report.failed:
+        errors.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    if report.failed:
+        raise typer.Exit(most_serious(exc.exit_code for exc in report.failed))
 
 
 @app.command("demo-ca")

@@ -27,6 +27,8 @@ class RecordMetadata:
     language: str = "vi"
     source_sha256: str = ""
     dossier_code: str | None = None
+    # Bookmarks: (title, 0-based page index), one per component document (pipeline/documents.py).
+    outline: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ def assemble_pdfa(page_pdfs: list[Path], out: Path, *, flavour: str, metadata: R
             source = stack.enter_context(pikepdf.open(path))
             pdf.pages.append(source.pages[0])
         _share_text_font(pdf)
+        if metadata.outline:
+            with pdf.open_outline() as outline:
+                outline.root.extend(pikepdf.OutlineItem(title, page) for title, page in metadata.outline)
         with pdf.open_metadata(set_pikepdf_as_editor=False) as xmp:
             xmp["dc:title"] = metadata.title
             xmp["dc:language"] = [metadata.language]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +64,15 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def replace_dir(staged: Path, final: Path) -> None:
+    """Swap a finished folder into place; an older version is removed only after."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.rename(final, old)
+    os.rename(staged, final)
+    os.chmod(final, 0o755 & ~UMASK)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

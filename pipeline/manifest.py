@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer, ValidationError, model_serializer, model_validator
@@ -188,6 +188,46 @@ class PageRecord(_Part):
         return _omit_unset(self, handler(self), ("ocr_engine",))
 
 
+class ComponentDocument(_Part):
+    """One document inside a dossier (pipeline/documents.py), with the Decree 30 Annex VI fields read from it.
+
+    Pages are 0-based indexes into the record's PDF (first_page..last_page) and the source pages they show.
+    """
+
+    ordinal: int  # DocOrdinal, from 1
+    type_name: str  # TypeName: Quyết định, Đơn, Căn cước công dân, ...
+    title: str  # the bookmark: the title line as read, with its subject
+    subject: str | None  # Subject (trích yếu)
+    code_number: str | None  # CodeNumber: "123" of "Số: 123/QĐ-UBND" (a string: "07" keeps its zero)
+    code_notation: str | None  # CodeNotation: "QĐ-UBND"
+    issued_date: date | None  # IssuedDate
+    issued_place: str | None  # the place before ", ngày ..."
+    organ_name: str | None  # OrganName: the issuing organ above "Số:"
+    language: str
+    page_amount: int  # PageAmount
+    first_page: int
+    last_page: int
+    source_pages: list[int]
+    started_by: str  # first_page, national_heading, title, id_card, drawing or page_size
+
+
+class DossierMetadata(_Part):
+    """The dossier's Decree 30 Annex VI fields, as far as the pipeline knows them; `digitize export` checks them."""
+
+    file_code: str | None  # FileCode: the dossier code
+    title: str | None
+    maintenance: str  # Maintenance: retention, from [records] by procedure code
+    rights: str  # Rights: access, from [records] by procedure code
+    creator: str | None  # Creator: output.agency
+    language: str
+    start_date: date | None
+    end_date: date | None
+    doc_total: int
+    page_total: int
+    description: str | None
+    reliability: Literal["digitized"]
+
+
 class RecordManifest(_Part):
     """Everything a record is: source, pages, output checksums, signature, models, flags with their evidence."""
 
@@ -213,10 +253,13 @@ class RecordManifest(_Part):
     replacements: list[dict[str, JsonValue]] | None = None
     review: list[dict[str, JsonValue]] | None = None
     split_from: dict[str, JsonValue] | None = None
+    # Component documents and the dossier's Annex VI fields; absent in manifests written before them.
+    documents: list[ComponentDocument] | None = None
+    dossier: DossierMetadata | None = None
 
     @model_serializer(mode="wrap")
     def _as_written(self, handler) -> dict[str, Any]:
-        return _omit_unset(self, handler(self), ("replacements", "review", "split_from"))
+        return _omit_unset(self, handler(self), ("replacements", "review", "split_from", "documents", "dossier"))
 
 
 def _omit_unset(model: BaseModel, data: dict[str, Any], optional: tuple[str, ...]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -15,6 +14,7 @@ from pathlib import Path
 from pipeline import __version__, atomic
 from pipeline._exec import tesseract
 from pipeline.assemble import RecordMetadata, WrittenRecord, write_record
+from pipeline.documents import dossier_metadata, page_facts, read_documents
 from pipeline.errors import CorruptInput
 from pipeline.flags import FlagName
 from pipeline.models import EngineRecord, engine_record
@@ -125,21 +125,30 @@ def _write_document(
         text = "\f".join(page.text for page in in_pdf)
         txt_path, pdf_path, json_path = (target / f"{name}{ext}" for ext in (".txt", ".pdf", ".json"))
         atomic.write_text(txt_path, text + "\n")
+        documents = read_documents([page_facts(page) for page in in_pdf], source_pages=doc.pages)
+        # The receipt's procedure code (#16, part 1) picks the retention rule once the manifest has it.
+        dossier = dossier_metadata(
+            documents, code=doc.code, pages=len(in_pdf), agency=settings.output.agency, records=settings.records,
+            procedure_code=None,
+        )  # fmt: skip
         written = write_record(
             [Path(page.page_pdf) for page in in_pdf], pdf_path, flavour=settings.output.pdfa,
             metadata=RecordMetadata(
                 title=name, created=created, agency=settings.output.agency,
                 source_sha256=job.source.sha256, dossier_code=doc.code,
+                outline=tuple((document.title, document.first_page) for document in documents),
             ),
             signer=context.signer, work=job.work,
         ) if in_pdf else None  # fmt: skip
-        manifest = _manifest(job, doc, name, pages, created, written, txt_path, context)
+        manifest = _manifest(job, doc, name, pages, created, written, txt_path, context).model_copy(
+            update={"documents": documents, "dossier": dossier}
+        )
         if flagged:
             _write_review_material(target, doc, pages)
         # The manifest goes last: its presence says the record is complete.
         atomic.write_text(json_path, dump_manifest(manifest))
         if flagged:
-            _replace_dir(target, final_dir)
+            atomic.replace_dir(target, final_dir)
     except BaseException:
         if flagged:
             shutil.rmtree(target, ignore_errors=True)
@@ -233,14 +242,3 @@ def _write_review_material(folder: Path, doc: Document, pages: list[PageResult])
     }
     atomic.write_text(folder / "reasons.json", json.dumps(reasons, indent=2, ensure_ascii=False) + "\n")
 
-
-def _replace_dir(staged: Path, final: Path) -> None:
-    """Swap a finished folder into place; an older version is removed only after."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.rename(final, old)
-    os.rename(staged, final)
-    os.chmod(final, 0o755 & ~atomic.UMASK)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -81,6 +81,26 @@ class TriageSettings(Section):
     drawing_max_mark_density: float = Field(ge=0)
 
 
+class RetentionRule(Section):
+    """How long a dossier is kept and who may read it (Decree 30 Annex VI Maintenance and Rights)."""
+
+    maintenance: str = Field(min_length=1)
+    rights: str = Field(min_length=1)
+
+
+class RecordsSettings(Section):
+    """Retention and access per procedure code, with the defaults for any other dossier."""
+
+    maintenance: str = Field(min_length=1)
+    rights: str = Field(min_length=1)
+    procedures: dict[str, RetentionRule] = Field(default_factory=dict)
+
+    def rule_for(self, procedure_code: str | None) -> RetentionRule:
+        if procedure_code is not None and procedure_code in self.procedures:
+            return self.procedures[procedure_code]
+        return RetentionRule(maintenance=self.maintenance, rights=self.rights)
+
+
 class Settings(Section):
     """Every knob of the processing library, with its default in pipeline/config/default.toml."""
 
@@ -91,6 +111,7 @@ class Settings(Section):
     limits: LimitSettings
     split: SplitSettings
     triage: TriageSettings
+    records: RecordsSettings
 
     def with_overrides(self, overrides: dict[str, Any]) -> Self:
         """Return a copy with dotted keys (``"output.pdfa"``) replaced, validated again."""

@@ -99,3 +99,56 @@ def sample_records(tmp_path_factory) -> Path:
 
 def have(program: str) -> bool:
     return shutil.which(program) is not None
+
+
+THREE_DOCUMENT_CODE = "000.00.21.H40-230901-0123"
+THREE_DOCUMENT_AGENCY = "UBND huyện Nghi Lộc"
+
+
+@pytest.fixture(scope="session")
+def three_document_dossier(tmp_path_factory):
+    """A generated dossier of three documents (an application, an ID card, a two-page decision),
+    processed once by the real `digitize process --pdfa 1b`, signed with a throwaway CA.
+
+    Returns (the record's folder, the demo CA, the environment that signs with it). The hints name
+    the dossier; with no receipt on the pages to confirm them it is flagged split_mismatch, so the
+    record is in manual/<code>/.
+    """
+    from digitize.keys import make_demo_ca
+    from tests import scanfactory as sf
+
+    root = tmp_path_factory.mktemp("three-documents")
+    ca = make_demo_ca(root / "ca", agency="Bộ phận một cửa huyện Nghi Lộc (test)")
+    pages = root / "ho-so"
+    pages.mkdir()
+    application, _ = sf.render_page(
+        text_lines_or_paragraphs=sf.NATIONAL_MOTTO + [sf.Heading(sf.TITLES["don-de-nghi"])] + sf.VIETNAMESE_PARAGRAPHS[:2],
+        dpi=200, seed=3,
+    )  # fmt: skip
+    sf.save_png(pages / "1.png", application, 200)
+    sf.save_png(pages / "2.png", sf.id_card_page(dpi=300, name="NGUYỄN THỊ HOA", number="040187003521"), 300)
+    decision = sf.decision_page(
+        dpi=200, organ=("ỦY BAN NHÂN DÂN", "TỈNH NGHỆ AN"), number="123/QĐ-UBND",
+        place_date="Nghệ An, ngày 1 tháng 9 năm 2023", title="QUYẾT ĐỊNH",
+        subject="Về việc cấp giấy chứng nhận quyền sử dụng đất",
+        body=["Căn cứ Luật Đất đai ngày 29 tháng 11 năm 2013; căn cứ Nghị định số 43/2014/NĐ-CP ngày 15 tháng 5 "
+              "năm 2014 của Chính phủ quy định chi tiết thi hành một số điều của Luật Đất đai; xét đề nghị của "
+              "Giám đốc Sở Tài nguyên và Môi trường tại Tờ trình số 45/TTr-STNMT ngày 20 tháng 8 năm 2023."],
+    )  # fmt: skip
+    sf.save_png(pages / "3.png", decision, 200)
+    # The decision's second page opens with "QUYẾT ĐỊNH:", the heading of its articles, not a new title.
+    articles, _ = sf.render_page(
+        text_lines_or_paragraphs=[sf.Heading("QUYẾT ĐỊNH:"), sf.VIETNAMESE_PARAGRAPHS[6]], dpi=200, seed=4,
+    )  # fmt: skip
+    sf.save_png(pages / "4.png", articles, 200)
+    hints = root / "hints.json"
+    hints.write_text(f'{{"ho-so": [{{"code": "{THREE_DOCUMENT_CODE}", "first_page": 0, "last_page": 3}}]}}')
+    env = {**os.environ, "DIGITIZE_SIGNING_PASSPHRASE": ca.passphrase, "COLUMNS": "200"}
+    out = root / "out"
+    proc = subprocess.run(
+        [str(DIGITIZE), "process", str(pages), "--out", str(out), "--pdfa", "1b", "--jobs", "2", "--hints", str(hints),
+         "--set", f"signing.pkcs12={ca.agency_pkcs12}", "--set", f'output.agency="{THREE_DOCUMENT_AGENCY}"'],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out / "manual" / THREE_DOCUMENT_CODE, ca, env

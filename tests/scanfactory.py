@@ -979,3 +979,66 @@ def table_form_page(*, dpi: int, seed: int = 0) -> tuple[np.ndarray, str]:
         draw.text((side, y), closing, font=body, fill=0, anchor="ls")
         lines += ["", closing]
     return np.asarray(img, dtype=np.uint8).copy(), _nfc("\n".join(lines))
+
+
+def _centred(draw: ImageDraw.ImageDraw, x: float, y: float, text: str, font: ImageFont.FreeTypeFont) -> None:
+    draw.text((x, y), _nfc(text), font=font, fill=0, anchor="ms")
+
+
+def decision_page(*, dpi: int, organ: tuple[str, ...], number: str, place_date: str, title: str, subject: str,
+                  body: list[str], seed: int = 0) -> np.ndarray:
+    """A Decree 30 layout: the organ and "Số: ..." top left, the national heading, motto and
+    "<place>, ngày ..." top right, then the centred title, its subject and the text."""
+    rng = np.random.default_rng(seed)
+    height, width = paper_px(dpi=dpi, paper="A4")
+    size = round(13 / 72 * dpi)
+    regular = ImageFont.truetype(_font_path("serif", False), size)
+    bold = ImageFont.truetype(_font_path("serif", True), size)
+    img = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(img)
+    line = round(size * 1.4)
+    left, right = width * 0.25, width * 0.64
+    y = _mm(rng.uniform(18, 22), dpi) + size
+    for n, text in enumerate(organ):
+        _centred(draw, left, y + n * line, text, bold if n == len(organ) - 1 else regular)
+    _centred(draw, right, y, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", bold)
+    _centred(draw, right, y + line, "Độc lập - Tự do - Hạnh phúc", bold)
+    y += max(len(organ), 2) * line + line
+    _centred(draw, left, y, f"Số: {number}", regular)
+    _centred(draw, right, y, place_date, regular)
+    y += 3 * line
+    _centred(draw, width / 2, y, title, bold)
+    _centred(draw, width / 2, y + line, subject, bold)
+    y += 3 * line
+    side = _mm(25, dpi)
+    for paragraph in body:
+        for text in _wrap(_nfc(paragraph), regular, width - 2 * side):
+            draw.text((side, y), text, font=regular, fill=0, anchor="ls")
+            y += line
+        y += line // 2
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def id_card_page(*, dpi: int, name: str, number: str, seed: int = 0) -> np.ndarray:
+    """The front of a citizen identity card (85.6 x 54 mm), scanned on its own as a small page."""
+    rng = np.random.default_rng(seed)
+    width, height = round(_mm(85.6, dpi)), round(_mm(54, dpi))
+    small = ImageFont.truetype(_font_path("sans", True), round(7 / 72 * dpi))
+    regular = ImageFont.truetype(_font_path("sans", False), round(7.5 / 72 * dpi))
+    title = ImageFont.truetype(_font_path("sans", True), round(10 / 72 * dpi))
+    img = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(img)
+    draw.rounded_rectangle((2, 2, width - 3, height - 3), radius=round(_mm(3, dpi)), outline=90, width=3)
+    x = width * 0.62
+    line = round(_mm(4.2, dpi))
+    y = round(_mm(6, dpi))
+    _centred(draw, x, y, "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", small)
+    _centred(draw, x, y + line, "Độc lập - Tự do - Hạnh phúc", small)
+    _centred(draw, x, y + round(2.4 * line), "CĂN CƯỚC CÔNG DÂN", title)
+    photo = (round(_mm(4, dpi)), round(_mm(16, dpi)), round(_mm(24, dpi)), round(_mm(44, dpi)))
+    draw.rectangle(photo, fill=int(rng.integers(150, 190)))
+    tx = round(_mm(27, dpi))
+    for n, text in enumerate([f"Số định danh: {number}", f"Họ và tên: {name}", "Ngày sinh: 14/03/1987",
+                              "Giới tính: Nữ   Quốc tịch: Việt Nam"]):
+        draw.text((tx, y + round((3.6 + n) * line)), _nfc(text), font=regular, fill=0, anchor="ls")
+    return np.asarray(img, dtype=np.uint8).copy()
