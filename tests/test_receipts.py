@@ -72,6 +72,7 @@ def _manifests(tmp: Path) -> dict[str, object]:
     return found
 
 
+@pytest.mark.slow  # the real nightly run, Prefect's temporary server and all
 def test_receipts_with_url_json_and_key_value_payloads_split_with_their_values(night):
     tmp, ran = night
     assert ran.returncode in (0, 2), ran.stdout + ran.stderr
@@ -91,6 +92,7 @@ def test_receipts_with_url_json_and_key_value_payloads_split_with_their_values(n
         assert "separator_unreadable" not in manifest.flags
 
 
+@pytest.mark.slow  # the real nightly run, Prefect's temporary server and all
 def test_an_unreadable_qr_falls_back_to_the_printed_code_flagged_for_review(night):
     tmp, _ = night
     manifest = _manifests(tmp)[PRINTED_CODE]
@@ -100,6 +102,7 @@ def test_an_unreadable_qr_falls_back_to_the_printed_code_flagged_for_review(nigh
     assert any((tmp / "review").rglob(f"{PRINTED_CODE}.json"))
 
 
+@pytest.mark.slow  # the real nightly run, Prefect's temporary server and all
 def test_the_id_number_is_only_in_the_manifest_receipt_section(night):
     """Not in the run's output, Prefect's database (logs, artifacts), audit lines, other files or any name."""
     tmp, ran = night
@@ -121,6 +124,7 @@ def test_the_id_number_is_only_in_the_manifest_receipt_section(night):
     assert any((tmp / "prefect").rglob("*.db")), "Prefect's database was not where the test looks"
 
 
+@pytest.mark.slow  # the real nightly run, Prefect's temporary server and all
 def test_a_page_under_200_dpi_is_flagged_below_standard_with_its_resolution(night):
     tmp, _ = night
     low = _manifests(tmp)["low-dpi"]
