@@ -6,6 +6,7 @@ import tomllib
 from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, NonNegativeFloat
 
@@ -28,6 +29,8 @@ class SigningSettings(Section):
     reason: str
     location: str
     trust_roots: list[str]
+    appearance: Literal["decree30", "invisible"]
+    copy_form: str = Field(min_length=1)
 
     @property
     def configured(self) -> bool:

@@ -19,6 +19,7 @@ from pyhanko.sign.signers import SimpleSigner
 
 from pipeline.errors import ConfigError
 from digitize.config import AppSettings
+from pipeline import stamp
 from pipeline.signing import RecordSigner
 
 PASSPHRASE_ENV = "DIGITIZE_SIGNING_PASSPHRASE"
@@ -44,9 +45,12 @@ def load_record_signer(settings: AppSettings, env: Mapping[str, str]) -> RecordS
         from pyhanko.sign.timestamps.requests_client import HTTPTimeStamper
 
         timestamper = HTTPTimeStamper(config.timestamp_url, timeout=30)
+    if config.appearance == "decree30":
+        stamp.require_font()
     return RecordSigner(
         signer=signer, agency=settings.output.agency or signer.signing_cert.subject.human_friendly,
         reason=config.reason, location=config.location, timestamper=timestamper,
+        appearance=config.appearance, copy_form=config.copy_form,
     )  # fmt: skip
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
 import zxingcpp
+
+from pipeline import receipt
+from pipeline.manifest import Receipt
 
 # QR codes on receipts, Code 128 where an office prints that instead.
 _FORMATS = zxingcpp.barcode_formats_from_str("QRCode,Code128")
@@ -35,7 +36,8 @@ class Separator:
 
     kind: str  # "receipt" (starts dossier `code`), "generic" (starts a document, sheet dropped), "unreadable"
     code: str | None
-    evidence: str
+    evidence: str  # never the whole payload: it may hold the applicant's ID number
+    receipt: Receipt | None = None  # a receipt's values beside its code
 
 
 def read_symbols(gray: np.ndarray) -> list[Symbol]:
@@ -49,30 +51,34 @@ def _box(position: zxingcpp.Position) -> tuple[int, int, int, int]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _plain(text: str) -> str:
-    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
-    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return " ".join(stripped.upper().split())
-
-
 def classify(symbols: list[Symbol], text: str, rules: SeparatorRules) -> Separator | None:
-    """A receipt with a readable dossier code, a generic separator sheet, or a receipt we cannot read."""
-    pattern = re.compile(rules.code_pattern)
+    """A receipt with a readable dossier code, a generic separator sheet, or a receipt we cannot read.
+
+    The code is found anywhere in a symbol's payload (pipeline/receipt.py); when no symbol holds
+    one, a receipt's printed "Mã hồ sơ: …" names the dossier (its receipt's code_source is "text").
+    """
     for symbol in symbols:
-        if symbol.valid and pattern.fullmatch(symbol.text.strip()):
-            return Separator("receipt", symbol.text.strip(), f"{symbol.format} {symbol.text.strip()}")
+        source = "qr" if symbol.format == str(zxingcpp.BarcodeFormat.QRCode) else "barcode"
+        found = receipt.read_payload(symbol.text, code_pattern=rules.code_pattern, code_source=source) if symbol.valid else None
+        if found:
+            evidence = f"{symbol.format} {found.receipt.payload_kind} payload: {found.code}"
+            return Separator("receipt", found.code, evidence, found.receipt)
     for symbol in symbols:
         if symbol.valid and rules.generic_prefix and symbol.text.startswith(rules.generic_prefix):
-            return Separator("generic", None, f"{symbol.format} {symbol.text}")
+            return Separator("generic", None, f"{symbol.format} {receipt.mask(symbol.text)}")
     damaged = [s for s in symbols if not s.valid]
-    titled = _RECEIPT_TITLE in _plain(text)
+    titled = _RECEIPT_TITLE in " ".join(receipt.plain(text).split())
     if titled or damaged:
+        printed = receipt.read_printed(text, code_pattern=rules.code_pattern)
+        if printed:
+            symbols_seen = f"{len(damaged)} undecodable, {len(symbols) - len(damaged)} without a code"
+            return Separator("receipt", printed.code, f"printed code {printed.code}; symbols: {symbols_seen}", printed.receipt)
         reasons = []
         if titled:
             reasons.append("receipt title in the text")
         if damaged:
             reasons.append(f"{len(damaged)} undecodable {damaged[0].format}")
-        unmatched = [s.text for s in symbols if s.valid]
+        unmatched = [receipt.mask(s.text) for s in symbols if s.valid]
         if unmatched:
             reasons.append(f"codes not matching the dossier pattern: {', '.join(unmatched)}")
         return Separator("unreadable", None, "; ".join(reasons))

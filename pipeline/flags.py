@@ -15,6 +15,8 @@ class FlagName(StrEnum):
     TECHNICAL_DRAWING = "technical_drawing"
     LOW_CONFIDENCE = "low_confidence"
     SEPARATOR_UNREADABLE = "separator_unreadable"
+    CODE_FROM_TEXT = "code_from_text"  # the receipt's symbol was unreadable; its printed code named the dossier
+    BELOW_STANDARD = "below_standard"  # scanned under the Decree 30 minimum (resolution, colour)
     # Raised on a dossier while splitting (pipeline/split.py) or naming it (pipeline/record.py, digitize/batchjob.py).
     THICK_RECORD = "thick_record"
     UNASSIGNED_PAGES = "unassigned_pages"

@@ -104,6 +104,15 @@ class Output(_Part):
         return _omit_unset(self, handler(self), ("pages",))
 
 
+class Stamp(_Part):
+    """Where the visible Decree 30 signature stamp was put on page 1, in PDF points from the bottom left."""
+
+    page: int  # 0-based
+    box: tuple[Number, Number, Number, Number]  # x0, y0, x1, y1
+    # moved: the top right margin had ink; over_ink: page 1 had no free area that large
+    placement: Literal["top_right", "moved", "over_ink"]
+
+
 class Signature(_Part):
     """The fixity chain's middle link (the unsigned revision), and who signed the PDF, when and how."""
 
@@ -119,6 +128,25 @@ class Signature(_Part):
     serial: str
     certificate_sha256: str
     not_after: Timestamp
+    # The visible stamp (signing.appearance = "decree30"); absent for an invisible signature.
+    stamp: Stamp | None = None
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler) -> dict[str, Any]:
+        return _omit_unset(self, handler(self), ("stamp",))
+
+
+class Receipt(_Part):
+    """What the dossier's reception receipt says beside its code (Circular 01/2023/TT-VPCP).
+
+    applicant_id is personal data: it is kept here and nowhere else (no log, artifact or name).
+    """
+
+    code_source: Literal["qr", "barcode", "text"]
+    payload_kind: Literal["code", "url", "json", "key_value", "text"]
+    procedure_code: str | None = None
+    applicant_id: str | None = None
+    document_name: str | None = None
 
 
 class ModelRecord(_Part):
@@ -256,10 +284,12 @@ class RecordManifest(_Part):
     # Component documents and the dossier's Annex VI fields; absent in manifests written before them.
     documents: list[ComponentDocument] | None = None
     dossier: DossierMetadata | None = None
+    # The reception receipt's values, when the dossier began with one.
+    receipt: Receipt | None = None
 
     @model_serializer(mode="wrap")
     def _as_written(self, handler) -> dict[str, Any]:
-        return _omit_unset(self, handler(self), ("replacements", "review", "split_from", "documents", "dossier"))
+        return _omit_unset(self, handler(self), ("replacements", "review", "split_from", "documents", "dossier", "receipt"))
 
 
 def _omit_unset(model: BaseModel, data: dict[str, Any], optional: tuple[str, ...]) -> dict[str, Any]:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import cv2
 
-from pipeline import barcodes, geometry, paper, triage, vietnamese
+from pipeline import barcodes, geometry, paper, standard, triage, vietnamese
 from pipeline.blank import BlankEvidence, detect_blank
 from pipeline.errors import CorruptInput
 from pipeline.flags import FlagName
+from pipeline.manifest import Receipt
 from pipeline.ocr import EMPTY_PAGE, TESSERACT, OcrEngine, PageText
 from pipeline.pdfpage import build_page_pdf, encode_for_storage
 from pipeline.settings import Settings
@@ -48,6 +49,7 @@ class PageResult:
     characters: int = 0
     syllable_share: float | None = None
     separator: dict | None = None
+    receipt: Receipt | None = field(default=None, repr=False)  # kept out of page records: it holds personal data
     drawing: dict = field(default_factory=dict)
     image_encoding: str | None = None
     image_bytes: int = 0
@@ -124,6 +126,12 @@ def process_page(
     result.ocr_confidence, result.words, result.characters = ocr.mean_confidence, ocr.words, ocr.characters
     result.text = ocr.text
     with clock.stage("triage"):
+        if not result.blank:
+            below = standard.shortfall(
+                dpi=page.dpi, dpi_inferred=page.dpi_inferred, pil_mode=page.image.mode, rules=settings.standard
+            )
+            if below:
+                result.flags[FlagName.BELOW_STANDARD] = below
         _classify(result, analysis, geo, symbols, ocr, settings)
         result.thumbnail = str(_thumbnail(analysis, geo, stem))
     with clock.stage("encode"):
@@ -184,6 +192,9 @@ def _classify(
     )
     if separator is not None:
         result.separator = {"kind": separator.kind, "code": separator.code, "evidence": separator.evidence}
+        result.receipt = separator.receipt
+        if separator.receipt and separator.receipt.code_source == "text":
+            result.flags[FlagName.CODE_FROM_TEXT] = {"code": separator.code}
         if separator.kind == "unreadable":
             result.flags[FlagName.SEPARATOR_UNREADABLE] = {"evidence": separator.evidence}
 

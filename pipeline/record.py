@@ -33,8 +33,9 @@ from pipeline.split import Document, split
 
 RECORDS = "records"
 MANUAL = "manual"
-# PageResult fields for the worker's own use: work files and the text, which has its own file.
-_NOT_IN_MANIFEST = ("page_pdf", "thumbnail", "text")
+# PageResult fields for the worker's own use: work files and the text, which has its own file,
+# and the receipt, which the dossier's manifest holds once.
+_NOT_IN_MANIFEST = ("page_pdf", "thumbnail", "text", "receipt")
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,8 @@ def _manifest(
         settings_sha256=context.settings_digest,
         pages=[_page_record(pages[i], in_pdf=i in doc.pages, context=context) for i in sorted(included)],
         timings_s=timings,
+        # Set only when there is one, so a manifest without a receipt dumps as before.
+        **({"receipt": doc.receipt} if doc.receipt else {}),
     )
 
 

@@ -71,6 +71,11 @@ class SplitSettings(Section):
         return pattern
 
 
+class StandardSettings(Section):
+    min_dpi: float = Field(ge=0)
+    require_colour: bool
+
+
 class TriageSettings(Section):
     oversize_tolerance: float = Field(ge=0)
     thick_record_pages: int = Field(gt=0)
@@ -112,6 +117,7 @@ class Settings(Section):
     split: SplitSettings
     triage: TriageSettings
     records: RecordsSettings
+    standard: StandardSettings
 
     def with_overrides(self, overrides: dict[str, Any]) -> Self:
         """Return a copy with dotted keys (``"output.pdfa"``) replaced, validated again."""

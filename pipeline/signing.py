@@ -14,7 +14,7 @@ from pyhanko.pdf_utils.metadata.model import VENDOR
 from pyhanko.sign import fields, signers
 from pyhanko.sign.timestamps import TimeStamper
 
-from pipeline import atomic
+from pipeline import atomic, stamp
 from pipeline.errors import DISK_ERRNOS, TransientError
 
 FIELD_NAME = "AgencySignature"
@@ -33,6 +33,9 @@ class RecordSigner:
     reason: str  # templates: {agency} and {code} are filled in per record
     location: str
     timestamper: TimeStamper | None = None
+    # "decree30": a visible text stamp top right of page 1 (Decree 30/2020, Annex I); "invisible": none.
+    appearance: str = "decree30"
+    copy_form: str = "SAO Y"  # SAO Y, TRÍCH SAO or SAO LỤC
 
     @property
     def level(self) -> str:
@@ -75,19 +78,33 @@ def sign_record(unsigned: Path, out: Path, *, signer: RecordSigner, code: str) -
         subfilter=fields.SigSeedSubFilter.PADES, md_algorithm="sha256",
     )  # fmt: skip
     signed_at = datetime.now(timezone.utc).replace(microsecond=0)
+    visible = signer.appearance == "decree30"
+    if visible:
+        lines = stamp.stamp_lines(copy_form=signer.copy_form, agency=signer.agency, signed_at=signed_at)
+        where = stamp.place(unsigned, stamp.text_size(lines))
     with open(unsigned, "rb") as src, atomic.replacing(out) as dst:
         writer = _PdfaIncrementalWriter(src)
-        _add_invisible_field(writer)
+        if visible:
+            fields.append_signature_field(writer, fields.SigFieldSpec(FIELD_NAME, box=where.box, on_page=where.page))
+            pdf_signer = signers.PdfSigner(meta, signer.signer, timestamper=signer.timestamper, stamp_style=stamp.style())
+            params = {"stamp": "\n".join(lines)}
+        else:
+            _add_invisible_field(writer)
+            pdf_signer = signers.PdfSigner(meta, signer.signer, timestamper=signer.timestamper)
+            params = None
         try:
-            signers.PdfSigner(meta, signer.signer, timestamper=signer.timestamper).sign_pdf(writer, output=dst)
+            pdf_signer.sign_pdf(writer, output=dst, appearance_text_params=params)
         except Exception as exc:  # pyHanko raises many types: token, TSA and CMS errors alike
             if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
                 raise  # our own disk, not the token's or the network's fault
             raise SigningError(f"{out.name}: cannot sign: {exc}") from None
-    return {
+    record = {
         "level": signer.level, "signed_at": signed_at.isoformat(), "reason": reason, "location": location,
         "field": FIELD_NAME, **signer.describe(),
     }  # fmt: skip
+    if visible:
+        record["stamp"] = {"page": where.page, "box": list(where.box), "placement": where.placement}
+    return record
 
 
 def _add_invisible_field(writer: IncrementalPdfFileWriter) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pipeline.flags import FlagName
+from pipeline.manifest import Receipt
 from pipeline.page import PageResult
 from pipeline.settings import SplitSettings, TriageSettings
 
@@ -29,6 +30,7 @@ class Document:
     separator_sheets: list[int] = field(default_factory=list)  # dropped separator sheets
     unreadable: list[int] = field(default_factory=list)
     flags: dict[FlagName, list[dict]] = field(default_factory=dict)  # flag -> evidence items
+    receipt: Receipt | None = None  # the values of the receipt that began it
 
     def flag(self, name: FlagName, evidence: dict) -> None:
         self.flags.setdefault(name, []).append(evidence)
@@ -90,7 +92,7 @@ def _split_by_sheets(pages: Sequence[PageResult], rules: SplitSettings) -> list[
             continue
         if kind is not None:
             any_separator = True
-            current = Document(code=code)
+            current = Document(code=code, receipt=page.receipt if kind == "receipt" else None)
             documents.append(current)
             if kind == "generic" or not rules.keep_receipt:
                 current.separator_sheets.append(page.source_index)
@@ -146,6 +148,7 @@ def _split_by_hints(
             else:
                 _place(doc, page, rules)
         seen = detected_by_code.get(hint.code)
+        doc.receipt = seen.receipt if seen else None
         if seen is None or seen.pages != doc.pages:
             doc.flag(
                 FlagName.SPLIT_MISMATCH,

@@ -541,12 +541,13 @@ def _shift_down(page: np.ndarray, rows: int) -> np.ndarray:
 
 
 def receipt_page(*, code: str | None, dpi: int, symbology: str = "qr", code_mm: float = 25.0, paper: str = "A4",
-                 seed: int = 0, readable: bool = True) -> tuple[np.ndarray, str]:
+                 seed: int = 0, readable: bool = True, payload: str | None = None) -> tuple[np.ndarray, str]:
     """A reception receipt (giấy tiếp nhận hồ sơ) with its dossier code as a QR or Code 128 in the top right.
 
     For QR, code_mm is the symbol's width including the quiet zone; for Code 128 it is the bar height.
     readable=False draws a damaged symbol that cannot be decoded (also when code is None); code=None
-    with readable=True draws no symbol. Returns the clean page and the ground truth of its text.
+    with readable=True draws no symbol. payload, when given, is what the symbol holds instead of the
+    bare code (a portal URL, JSON, key: value lines). Returns the clean page and the ground truth of its text.
     """
     rng = np.random.default_rng(seed)
     name = RECEIPT_NAMES[int(rng.integers(len(RECEIPT_NAMES)))]
@@ -562,7 +563,7 @@ def receipt_page(*, code: str | None, dpi: int, symbology: str = "qr", code_mm: 
                            seed=int(rng.integers(1 << 31)))
     if code is None and readable:
         return page, gt
-    content = code or "000.00.{:02d}.H{:02d}-{:06d}-{:04d}".format(*rng.integers([10, 10, 0, 0], [99, 99, 999999, 9999]))
+    content = payload or code or "000.00.{:02d}.H{:02d}-{:06d}-{:04d}".format(*rng.integers([10, 10, 0, 0], [99, 99, 999999, 9999]))
     sym = _symbol_image(content, symbology=symbology, code_mm=code_mm, dpi=dpi)
     if not readable:
         sym = _damage_symbol(sym, symbology=symbology, rng=rng)

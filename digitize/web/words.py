@@ -119,6 +119,9 @@ def _size(ev: dict) -> str:
     return f"{_num(size[0])}×{_num(size[1])} mm"
 
 
+_MODE_VI = {"gray": "thang xám", "bitonal": "đen trắng"}
+
+
 def _pages(ev: dict) -> str:
     pages = ev.get("pages")
     return ", ".join(str(p + 1) for p in pages) if isinstance(pages, list) else str(pages)
@@ -157,6 +160,20 @@ FLAGS: dict[str, tuple[tuple[str, str], Callable[[dict], tuple[str, str]]]] = {
     FlagName.DUPLICATE_CODE: (("Trùng mã hồ sơ", "Duplicate dossier code"), lambda ev: (
         f"mã {ev.get('code')} đã có hồ sơ khác được lưu trữ: {ev.get('archived')}",
         f"code {ev.get('code')} is already archived from other pages: {ev.get('archived')}",
+    )),
+    FlagName.CODE_FROM_TEXT: (("Mã hồ sơ đọc từ chữ in", "Dossier code read from the printed text"), lambda ev: (
+        f"không đọc được mã QR/mã vạch của giấy tiếp nhận; mã {ev.get('code')} lấy từ dòng \"Mã hồ sơ\" in trên giấy, cần kiểm tra",
+        f"the receipt's QR/barcode could not be read; code {ev.get('code')} was taken from its printed \"Mã hồ sơ\" line: check it",
+    )),
+    FlagName.BELOW_STANDARD: (("Bản quét dưới chuẩn", "Scanned below the standard"), lambda ev: (
+        "; ".join(filter(None, [
+            f"độ phân giải {_num(ev.get('dpi'))} dpi, dưới mức {_num(ev.get('min_dpi'))} dpi" if "dpi" in ev else "",
+            f"quét {_MODE_VI.get(str(ev.get('colour_mode')), ev.get('colour_mode'))}, trạm yêu cầu quét màu" if "colour_mode" in ev else "",
+        ])),
+        "; ".join(filter(None, [
+            f"{_num(ev.get('dpi'))} dpi, under the minimum of {_num(ev.get('min_dpi'))} dpi" if "dpi" in ev else "",
+            f"scanned {ev.get('colour_mode')}, the station's profile asks for colour" if "colour_mode" in ev else "",
+        ])),
     )),
     "split_by_person": (("Tách từ hồ sơ khác", "Split off another dossier"), lambda ev: (
         f"do người xét duyệt tách từ {ev.get('from')}", f"split by a reviewer from {ev.get('from')}",
