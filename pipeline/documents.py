@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from pipeline.flags import FlagName
-from pipeline.manifest import ComponentDocument, DossierMetadata
+from pipeline.manifest import ComponentDocument, DossierMetadata, Receipt
 from pipeline.page import PageResult
 from pipeline.settings import RecordsSettings
 from pipeline import vietnamese
@@ -310,15 +310,18 @@ def _language(text: str) -> str:
 
 def dossier_metadata(
     documents: Sequence[ComponentDocument], *, code: str | None, pages: int, agency: str, records: RecordsSettings,
-    procedure_code: str | None,
+    receipt: Receipt | None,
 ) -> DossierMetadata:
-    """The dossier's Annex VI fields: its code, retention and access by procedure, creator, dates and totals."""
-    rule = records.rule_for(procedure_code)
+    """The dossier's Annex VI fields: its code, retention and access by the receipt's procedure, creator, dates and totals.
+
+    The receipt's document name, when its QR held one, is the dossier's title as the reception desk named it.
+    """
+    rule = records.rule_for(receipt.procedure_code if receipt else None)
     dates = sorted(doc.issued_date for doc in documents if doc.issued_date is not None)
     titled = [doc for doc in documents if doc.type_name != "Giấy tiếp nhận hồ sơ"] or list(documents)
     languages = sorted({doc.language for doc in documents}) or ["vi"]
     return DossierMetadata(
-        file_code=code, title=titled[0].title if titled else None, maintenance=rule.maintenance, rights=rule.rights,
+        file_code=code, title=(receipt and receipt.document_name) or (titled[0].title if titled else None), maintenance=rule.maintenance, rights=rule.rights,
         creator=agency or None, language=",".join(languages), start_date=dates[0] if dates else None,
         end_date=dates[-1] if dates else None, doc_total=len(documents), page_total=pages,
         description=None, reliability=RELIABILITY,

@@ -127,10 +127,9 @@ def _write_document(
         txt_path, pdf_path, json_path = (target / f"{name}{ext}" for ext in (".txt", ".pdf", ".json"))
         atomic.write_text(txt_path, text + "\n")
         documents = read_documents([page_facts(page) for page in in_pdf], source_pages=doc.pages)
-        # The receipt's procedure code (#16, part 1) picks the retention rule once the manifest has it.
         dossier = dossier_metadata(
             documents, code=doc.code, pages=len(in_pdf), agency=settings.output.agency, records=settings.records,
-            procedure_code=None,
+            receipt=doc.receipt,
         )  # fmt: skip
         written = write_record(
             [Path(page.page_pdf) for page in in_pdf], pdf_path, flavour=settings.output.pdfa,

@@ -55,7 +55,8 @@ def night(tmp_path_factory):
     pages.append(damaged)
     sf.save_pdf(batch / "ho-so.pdf", pages, DPI)
     sf.save_png(batch / "low-dpi.png", _text_page(11, dpi=150), 150)
-    env = folder_env(tmp)
+    # The birth registration's procedure has its own retention rule; the others take the defaults.
+    env = {**folder_env(tmp), "DIGITIZE_RECORDS_PROCEDURES": '{"1.004227" = {maintenance = "20 năm", rights = "Công khai"}}'}
     dropped = digitize_cli(env, "drop", batch, "--station", "st-1", "--operator", "op")
     assert dropped.returncode == 0, dropped.stdout + dropped.stderr
     ran = digitize_cli(env, "run")
@@ -90,6 +91,9 @@ def test_receipts_with_url_json_and_key_value_payloads_split_with_their_values(n
         r = manifest.receipt
         assert (r.code_source, r.payload_kind, r.procedure_code, r.applicant_id, r.document_name) == values
         assert "separator_unreadable" not in manifest.flags
+        assert manifest.dossier.title == values[-1]
+    assert (manifests[URL_CODE].dossier.maintenance, manifests[URL_CODE].dossier.rights) == ("20 năm", "Công khai")
+    assert (manifests[JSON_CODE].dossier.maintenance, manifests[JSON_CODE].dossier.rights) == ("Vĩnh viễn", "Hạn chế")
 
 
 @pytest.mark.slow  # the real nightly run, Prefect's temporary server and all
