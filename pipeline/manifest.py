@@ -206,6 +206,27 @@ class PageRecord(_Part):
         return data
 
 
+class InputSignature(_Part):
+    """One digital signature a PDF input carried, as checked when it was processed."""
+
+    field: str
+    signer: str
+    signed_at: str | None
+    intact: bool
+    valid: bool
+    trusted: bool  # against the trust roots configured then (signing.trust_roots)
+    covers_whole_file: bool
+
+
+class KeptInput(_Part):
+    """A signed input kept byte for byte beside its record: its signature is evidence the record cannot carry."""
+
+    file: str  # <name>.original.pdf, beside the record
+    sha256: str
+    bytes: int
+    signatures: list[InputSignature]
+
+
 class RecordManifest(_Part):
     """Everything a record is: source, pages, output checksums, signature, models, flags with their evidence."""
 
@@ -231,10 +252,12 @@ class RecordManifest(_Part):
     replacements: list[dict[str, JsonValue]] | None = None
     review: list[dict[str, JsonValue]] | None = None
     split_from: dict[str, JsonValue] | None = None
+    # Only for a signed PDF input (pipeline/input_signatures.py).
+    original: KeptInput | None = None
 
     @model_serializer(mode="wrap")
     def _as_written(self, handler) -> dict[str, Any]:
-        return _omit_unset(self, handler(self), ("replacements", "review", "split_from"))
+        return _omit_unset(self, handler(self), ("replacements", "review", "split_from", "original"))
 
 
 def _omit_unset(model: BaseModel, data: dict[str, Any], optional: tuple[str, ...]) -> dict[str, Any]:

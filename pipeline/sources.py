@@ -385,7 +385,7 @@ def _load_pdf_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
         height_in = float(page.mediabox[3] - page.mediabox[1]) / 72
         # A scanner's invisible OCR layer does not stop its one image being the page.
         sole = _sole_image(page, ignore_text=not survey.visible_text) if _untransformed(page) else None
-        if sole is not None:
+        if sole is not None and _fills(page, pikepdf.PdfImage(sole)):
             pdf_image = pikepdf.PdfImage(sole)
             _check_pixels(ref.path, (pdf_image.width, pdf_image.height), limits)
             dpi = max(pdf_image.width, pdf_image.height) / max(width_in, height_in)
@@ -410,6 +410,12 @@ def _load_pdf_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
     _follow_pixel_limit(limits)
     img = pdftoppm.rasterize(ref.path, page=ref.frame, dpi=dpi, timeout=limits.rasterize_timeout_s)
     return _finish(ref, img, (dpi, dpi), None, survey)
+
+
+def _fills(page: pikepdf.Page, image: pikepdf.PdfImage) -> bool:
+    """Whether the image's pixels have the page's proportions, so its resolution is the page's."""
+    width, height = float(page.mediabox[2] - page.mediabox[0]), float(page.mediabox[3] - page.mediabox[1])
+    return abs(image.width / image.height - width / height) <= 0.01 * width / height
 
 
 def _untransformed(page: pikepdf.Page) -> bool:
@@ -457,7 +463,9 @@ def _finish(
     if img.mode == "L" and jpeg is None and _only_black_and_white(img):
         img = img.convert("1")
     xdpi, ydpi = (float(dpi[0]), float(dpi[1])) if dpi else (0.0, 0.0)
-    if paper.plausible_dpi(xdpi) and paper.plausible_dpi(ydpi):
+    # A PDF page's size is its page box, so its resolution is measured, however coarse, not guessed.
+    measured = ref.kind is FileKind.PDF and xdpi > 0 and ydpi > 0
+    if measured or (paper.plausible_dpi(xdpi) and paper.plausible_dpi(ydpi)):
         if abs(xdpi - ydpi) > 0.01 * max(xdpi, ydpi):
             # Non-square pixels: resample once so every later step can assume square ones.
             scale_y = xdpi / ydpi
