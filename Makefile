@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python bench/bench_flow.py
 	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_signing.py
+	$(BIN)/python bench/bench_scanner_pdfs.py $(if $(wildcard ../shared/corpus/scanner_pdfs),--corpus ../shared/corpus)
 
 samples: setup
 	$(BIN)/python sample_scans/make_samples.py

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 
 from pipeline import barcodes, geometry, paper, pdfsource, triage, vietnamese
+from pipeline._exec import pdftotext
 from pipeline.blank import BlankEvidence, detect_blank
 from pipeline.errors import CorruptInput
 from pipeline.flags import FlagName
@@ -102,7 +103,13 @@ def process_page(
         # A page keeping its own text is not read; if PDF/A refuses its content, it is read after all.
         with clock.stage("encode"):
             kept = _keep_pdf_page(result, page, plan, geo, 0.0, None, page_pdf, settings)
-        if kept is None:
+        if kept is not None:
+            with clock.stage("ocr"):
+                # Its own text, for the record's text file, as OCR's would be.
+                result.text = pdftotext.page_text(
+                    page.ref.path, page=page.ref.frame, timeout=settings.ocr.page_timeout_s
+                )
+        else:
             plan = dataclasses.replace(plan, keep_original=False, ocr=True, existing_text="replaced")
             result.pdf_source = _pdf_source_record(
                 page.pdf_survey, plan, kept=None, reason=result.pdf_source["not_kept_reason"]
@@ -136,7 +143,7 @@ def process_page(
     result.deskew_angle = round(skew, 2)
     result.blank, result.blank_evidence = evidence.blank, _blank_record(evidence)
     result.ocr_confidence, result.words, result.characters = ocr.mean_confidence, ocr.words, ocr.characters
-    result.text = ocr.text
+    result.text = result.text or ocr.text
     with clock.stage("triage"):
         _classify(result, analysis, geo, symbols, ocr, settings)
         result.thumbnail = str(_thumbnail(analysis, geo, stem))

@@ -202,7 +202,7 @@ def keep_original_page(
         record = pikepdf.new()
         record.add_blank_page(page_size=(72, 72))
         kept = record.copy_foreign(form)
-        conversions = _make_pdfa_safe(kept, flavour=flavour, jpeg_quality=jpeg_quality)
+        conversions = _make_pdfa_safe(kept, jpeg_quality=jpeg_quality)
         record.pages[0].Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Scan=kept))
         x0, y0, x1, y1 = _shown_box(kept)
         unit = f"{1 / (x1 - x0):.9f} 0 0 {1 / (y1 - y0):.9f} {-x0 / (x1 - x0):.9f} {-y0 / (y1 - y0):.9f} cm ".encode()
@@ -237,7 +237,7 @@ def _shown_box(form: pikepdf.Object) -> tuple[float, float, float, float]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _make_pdfa_safe(form: pikepdf.Object, *, flavour: str, jpeg_quality: int) -> list[str]:
+def _make_pdfa_safe(form: pikepdf.Object, *, jpeg_quality: int) -> list[str]:
     """Change what PDF/A (as pikepdf's validator reads it) refuses, the least that will do, and say
     what was changed. Only a JPEG 2000 layer is re-encoded; every other change leaves pixels as they are."""
     conversions: dict[str, None] = {}

@@ -439,12 +439,15 @@ def _sole_image(page: pikepdf.Page, *, ignore_text: bool) -> pikepdf.Object | No
     if len(images) != 1:
         return None
     drawn = 0
-    for _operands, operator in pikepdf.parse_content_stream(page):
+    for operands, operator in pikepdf.parse_content_stream(page):
         op = str(operator)
         if op in _MARKS_BESIDES_THE_IMAGE and not (ignore_text and op == "BT"):
             return None
         if op == "Do":
             drawn += 1
+        # Its pixels are the page only when drawn upright: a flipped or turned image is rendered instead.
+        if op == "cm" and not (float(operands[0]) > 0 and float(operands[3]) > 0 and operands[1] == 0 and operands[2] == 0):
+            return None
     if drawn != 1:
         return None
     return next(iter(images.values()))

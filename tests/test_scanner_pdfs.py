@@ -247,7 +247,9 @@ def test_a_born_digital_page_keeps_its_text_and_is_not_read_again(processed):
     assert page["pdf_source"]["kind"] == "born-digital", page["pdf_source"]
     assert page["pdf_source"]["kept"], page["pdf_source"]
     assert page["pdf_source"]["ocr"] is False and page["ocr_engine"] is None
-    assert VISIBLE_WORDS in pdf_text(_record(processed, "born-digital"))
+    record = _record(processed, "born-digital")
+    assert VISIBLE_WORDS in pdf_text(record)
+    assert VISIBLE_WORDS in record.with_suffix(".txt").read_text("utf-8")
 
 
 def test_each_page_keeps_its_size_and_only_the_a3_page_is_oversized(processed):
@@ -283,7 +285,6 @@ def test_a_user_password_is_still_refused(tmp_path, inputs):
 @pytest.mark.parametrize("name", [
     "scanner_pdfs/a_ricoh_ccitt_bitonal_invisible_ocr.pdf",
     "scanner_pdfs/a2_brother_scanner_ccitt_bitonal_invisible_ocr.pdf",
-    "scanner_pdfs/e_signed_bitonal_scan_vn_3p.pdf",
 ])  # fmt: skip
 def test_real_bitonal_scanner_pdfs_stay_1_bit_and_small(name, tmp_path):
     source = CORPUS / name
