@@ -21,6 +21,7 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.sign import signers
 
 from digitize.keys import make_demo_ca
+from pipeline.pdfsource import ExistingText, PdfPageKind, PdfPagePlan, plan, survey, without_invisible_text
 from tests import scanfactory
 from tests.conftest import DIGITIZE, pdf_text, preflight, run_digitize
 
@@ -297,3 +298,29 @@ def test_real_bitonal_scanner_pdfs_stay_1_bit_and_small(name, tmp_path):
     assert record.stat().st_size <= 1.3 * source.stat().st_size
     for page in _manifest(tmp_path, source.stem)["pages"]:
         assert page["pdf_source"]["kept"], page["pdf_source"]
+
+
+def test_survey_and_plan_say_what_each_page_is_and_what_happens_to_its_text(inputs):
+    surveys = {}
+    for key in ("ccitt", "mrc", "born"):
+        with pikepdf.open(inputs[key]) as pdf:
+            surveys[key] = survey(pdf.pages[0])
+    assert surveys["ccitt"].kind is PdfPageKind.SCAN and surveys["ccitt"].invisible_text
+    assert surveys["mrc"].kind is PdfPageKind.SCAN and surveys["mrc"].finest_dpi == pytest.approx(200, rel=0.01)
+    assert surveys["born"].kind is PdfPageKind.BORN_DIGITAL
+    scan, born = surveys["ccitt"], surveys["born"]
+    assert plan(scan, ExistingText.REPLACE) == PdfPagePlan(True, True, True, "replaced")
+    assert plan(scan, ExistingText.KEEP) == PdfPagePlan(True, False, False, "kept")
+    assert plan(born, ExistingText.REPLACE) == PdfPagePlan(True, False, False, "kept")
+    assert plan(born, ExistingText.FORCE).ocr and not plan(born, ExistingText.FORCE).keep_original
+
+
+def test_only_text_that_paints_nothing_is_removed():
+    with pikepdf.new() as pdf:
+        content = pikepdf.parse_content_stream(pdf.make_stream(
+            b"q 100 0 0 100 0 0 cm /Im0 Do Q "
+            b"BT 3 Tr /F1 9 Tf (hidden) Tj ET "
+            b"BT 0 Tr /F1 9 Tf (shown) Tj ET"
+        ))  # fmt: skip
+        kept, visible = without_invisible_text(content)
+    assert visible and b"(shown)" in kept and b"(hidden)" not in kept and b"/Im0 Do" in kept
