@@ -92,7 +92,8 @@ def _ours(source: Path, out: Path, *, pdfa: str, jobs: int) -> Result:
 def _ocrmypdf(source: Path, out_dir: Path, *, pdfa: str, jobs: int) -> Result:
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / source.name
-    argv = [str(BIN / "ocrmypdf"), "-q", "-j", str(jobs), "-l", "vie+eng",
+    # A signed input is refused unless told that its signature may go; ours keeps the original beside the record.
+    argv = [str(BIN / "ocrmypdf"), "-q", "-j", str(jobs), "-l", "vie+eng", "--invalidate-digital-signatures",
             "--output-type", "pdfa-1" if pdfa == "1b" else "pdfa"]  # fmt: skip
     modes = ["--redo-ocr", "--force-ocr"] if _has_text(source) else [None]
     for mode in modes:
