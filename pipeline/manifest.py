@@ -160,7 +160,7 @@ class PdfSourcePage(_Part):
     kept: bool  # the record page draws the input's own content, not a rendering of it
     not_kept_reason: str | None = None
     conversions: list[str] = []  # what PDF/A made us change in the kept content
-    existing_text: str  # what became of the text the page held: none, replaced, kept
+    existing_text: str  # what became of the text the page held: none, replaced, kept, visible kept, ...
     ocr: bool  # whether we OCRed the page
 
 

@@ -162,7 +162,7 @@ def process_page(
         else:
             result.image_encoding, result.image_bytes = PDF_ORIGINAL, kept.stored_bytes
     if plan is not None and result.pdf_source is None:
-        result.pdf_source = _pdf_source_record(page.pdf_survey, plan, kept=None, reason="rendered, as it is not a scan")
+        result.pdf_source = _pdf_source_record(page.pdf_survey, plan, kept=None, reason="rendered: ocr.existing_text = force")
     result.page_pdf = str(page_pdf)
     return result
 
@@ -195,6 +195,10 @@ def _keep_pdf_page(
 def _pdf_source_record(
     survey: pdfsource.PdfPageSurvey, plan: pdfsource.PdfPagePlan, *, kept: KeptOriginal | None, reason: str | None
 ) -> dict:
+    existing = plan.existing_text
+    if kept is None and plan.keep_original:
+        # A rendering carries none of the page's own text: our layer replaces all of it.
+        existing = "replaced" if survey.text_layer else "none"
     return {
         "kind": survey.kind.value,
         "finest_dpi": survey.finest_dpi,
@@ -202,7 +206,7 @@ def _pdf_source_record(
         "kept": kept is not None,
         "not_kept_reason": reason,
         "conversions": list(kept.conversions) if kept else [],
-        "existing_text": plan.existing_text,
+        "existing_text": existing,
         "ocr": plan.ocr,
     }
 

@@ -26,7 +26,7 @@ class ExistingText(StrEnum):
 
     REPLACE = "replace"  # drop a scanner's invisible OCR layer for ours; keep a born-digital page's own text
     KEEP = "keep"  # keep any text layer the page has, and OCR only pages with none
-    FORCE = "force"  # OCR every page, born-digital ones too (drawn as images)
+    FORCE = "force"  # OCR every page, born-digital ones too; pages that are not plain scans are drawn as images
 
 
 class PdfPageKind(StrEnum):
@@ -209,7 +209,7 @@ class PdfPagePlan:
     keep_original: bool  # draw its own content in the record, rather than a rendering
     drop_invisible_text: bool
     ocr: bool
-    existing_text: str  # what becomes of the text it holds: none, replaced, kept
+    existing_text: str  # what becomes of the text it holds: none, replaced, kept, visible kept, ...
 
 
 def plan(survey: PdfPageSurvey, existing_text: ExistingText) -> PdfPagePlan:
@@ -221,8 +221,15 @@ def plan(survey: PdfPageSurvey, existing_text: ExistingText) -> PdfPagePlan:
         if existing_text is ExistingText.KEEP:
             return PdfPagePlan(keep_original=True, drop_invisible_text=False, ocr=False, existing_text="kept")
         return PdfPagePlan(keep_original=True, drop_invisible_text=True, ocr=True, existing_text="replaced")
-    # Anything else is rendered and OCRed, as an image would be; its old text goes with the rendering.
-    return PdfPagePlan(
-        keep_original=False, drop_invisible_text=False, ocr=True,
-        existing_text="replaced" if survey.text_layer else "none",
-    )  # fmt: skip
+    if existing_text is ExistingText.FORCE:
+        return PdfPagePlan(
+            keep_original=False, drop_invisible_text=False, ocr=True,
+            existing_text="replaced" if survey.text_layer else "none",
+        )  # fmt: skip
+    # Anything else (a scan with visible text stamped or typed on it, vector art) keeps its content and
+    # its visible text; an invisible layer still gives way to ours, which is drawn over it all.
+    if survey.invisible_text:
+        existing = "visible kept, invisible replaced" if survey.visible_text else "replaced"
+    else:
+        existing = "visible kept" if survey.visible_text else "none"
+    return PdfPagePlan(keep_original=True, drop_invisible_text=survey.invisible_text, ocr=True, existing_text=existing)
