@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from collections.abc import Sequence
@@ -259,10 +258,11 @@ def open_pdf(path: Path) -> pikepdf.Pdf:
     try:
         return pikepdf.open(path, password="")
     except pikepdf.PasswordError:
-        raise EncryptedInput(path, "PDF is password-protected: it needs a user password to open; ask for an unlocked copy") from None
+        raise EncryptedInput(
+            path, "PDF is password-protected: it needs a user password to open; ask for an unlocked copy"
+        ) from None
     except pikepdf.PdfError as exc:
         raise CorruptInput(path, f"damaged PDF: {exc}") from None
-
 
 
 # What a PDF can carry besides pages, found by the keys that name it, and how staff are told.
@@ -404,8 +404,9 @@ def _load_pdf_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
         width_in = abs(float(box[2] - box[0])) / 72
         height_in = abs(float(box[3] - box[1])) / 72
     # OCR reads the page at its finest image layer's resolution (a mixed-raster text mask, not its
-    # coarse background), never lower; a page of vectors only at a resolution OCR reads well.
-    dpi = max(MIN_RASTER_DPI, math.ceil(survey.finest_dpi - 0.5)) if survey.finest_dpi else DEFAULT_RASTER_DPI
+    # coarse background), to the nearest whole dpi, never coarser; a page of vectors only at a
+    # resolution OCR reads well.
+    dpi = max(MIN_RASTER_DPI, round(survey.finest_dpi)) if survey.finest_dpi else DEFAULT_RASTER_DPI
     _check_pixels(ref.path, (round(width_in * dpi), round(height_in * dpi)), limits)
     _follow_pixel_limit(limits)
     img = pdftoppm.rasterize(ref.path, page=ref.frame, dpi=dpi, timeout=limits.rasterize_timeout_s)
