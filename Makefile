@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 # PDF/A-1b validator (Apache PDFBox Preflight) the tests run on every output, and
 # Chromium, in which a test looks at the Prefect dashboard, SoftHSM, the PKCS#11
 # token a test signs with, and PostgreSQL, the production Prefect database a test runs workers on.
+# jbig2dec decodes the JBIG2 images many scanners write into their PDFs.
 APT_PACKAGES := python3-venv tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd \
-	poppler-utils fonts-dejavu-core fonts-liberation2 \
+	poppler-utils jbig2dec fonts-dejavu-core fonts-liberation2 \
 	openjdk-17-jre-headless libpdfbox2-java libactivation-java libjaxb-api-java chromium softhsm2 postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO_OUT := demo-out
@@ -44,6 +45,7 @@ bench: setup
 	$(BIN)/python bench/bench_flow.py
 	$(BIN)/python bench/bench_load.py
 	$(BIN)/python bench/bench_signing.py
+	$(BIN)/python bench/bench_scanner_pdfs.py $(if $(wildcard ../shared/corpus/scanner_pdfs),--corpus ../shared/corpus)
 
 samples: setup
 	$(BIN)/python sample_scans/make_samples.py

@@ -22,6 +22,8 @@ from pipeline.batch import BatchReport, DocumentRecord, Provenance, process_inpu
 from pipeline.errors import InputError
 from pipeline.flags import FlagName
 from pipeline.manifest import dump_manifest, load_manifest
+from pipeline.record import ORIGINAL_SUFFIX
+from pipeline.verify import load_trust_roots
 from digitize.config import AppSettings
 from pipeline.split import DossierHint
 
@@ -91,6 +93,7 @@ def run_claimed_batch(
     report = (
         process_inputs(
             inputs, out, settings, jobs=jobs, hints=hints, signer=signer, work_dir=tmp, provenance=provenance, on_pages=on_pages,
+            input_trust_roots=load_trust_roots(settings.signing.trust_roots),
         )
         if inputs else BatchReport()
     )  # fmt: skip
@@ -163,7 +166,7 @@ def _note_received(
     sha256 = {f.name: f.sha256 for f in manifest.files}
     rejected = {r.input.name for r in report.rejected}
     for name in sorted({doc.input.name for doc in report.documents} - rejected):
-        records = [{"store": a["store"], "key": a["key"]} for a in archived if a["input"] == name and a["key"].endswith(".pdf")]
+        records = [{"store": a["store"], "key": a["key"]} for a in archived if a["input"] == name and a["key"].endswith(".pdf") and not a["key"].endswith(ORIGINAL_SUFFIX)]
         records += [{"store": "archive", "key": a["key"]} for a in already_dossiers if a["input"] == name]
         note_received(archive, sha256[name], batch=prefix, file=name, records=records)
 
@@ -204,7 +207,9 @@ def _upload(
             keys = [f"{prefix}{name}/{p.name}" for p in files]
             store = review
         else:
-            files = [doc.manifest.with_suffix(ext) for ext in (".pdf", ".txt", ".json")]
+            # A signed input kept beside its record (pipeline/record.py) goes with it, before the manifest.
+            files = [doc.manifest.with_suffix(ext) for ext in (".pdf", ".txt", ORIGINAL_SUFFIX, ".json")]
+            files = [path for path in files if path.exists() or not path.name.endswith(ORIGINAL_SUFFIX)]
             keys = [f"{archive_folder}{p.name}" for p in files]
             store = archive
         for path, key in zip(files, keys, strict=True):

@@ -26,6 +26,7 @@ from pipeline.batch import BatchReport, process_inputs
 from pipeline.errors import ConfigError, DigitizeError, ExitCode, MissingInput, UsageError, most_serious
 from pipeline.sources import expand_inputs
 from pipeline.split import DossierHint
+from pipeline.verify import load_trust_roots
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Digitize scanned dossiers into searchable, archival PDF/A records.")
 # Logs and CI are not terminals; 80 columns would fold every dossier code.
@@ -171,7 +172,10 @@ def _run_with_progress(
                 progress.update(task, total=(progress.tasks[0].total or 0) + count)
 
         signer = load_record_signer(settings, os.environ)
-        return process_inputs(inputs, out, settings, jobs=jobs, hints=hints, on_pages=on_pages, signer=signer)
+        return process_inputs(
+            inputs, out, settings, jobs=jobs, hints=hints, on_pages=on_pages, signer=signer,
+            input_trust_roots=load_trust_roots(settings.signing.trust_roots),
+        )  # fmt: skip
 
 
 def _print_summary(report: BatchReport, out: Path) -> None:

@@ -39,6 +39,7 @@ def process_inputs(
     work_dir: Path | None = None,
     provenance: Mapping[str, Provenance] | None = None,
     choose_engine: EngineChooser = default_chooser,
+    input_trust_roots: Sequence = (),
 ) -> BatchReport:
     """Split each input into dossiers under `out_dir`, and describe the batch in report.json.
 
@@ -48,6 +49,7 @@ def process_inputs(
     With a `signer`, every PDF is signed; the manifest records it with and without the signature.
     Page work files go to a temporary folder in `work_dir` (default: the system's). A full or
     read-only disk raises OutputError naming the folder: it is no input's fault.
+    A signed PDF input's signatures are checked against the certificates `input_trust_roots`.
     `provenance` maps an input's file name to where it came from; its manifests then say that
     instead of the input's local path, which is only a work folder.
     `choose_engine(page)` picks the OCR engine for each page (default: Tesseract for all).
@@ -60,6 +62,7 @@ def process_inputs(
         out_dir, settings, [ModelRecord.model_validate(m) for m in models.as_records(tesseract_models)],
         hashlib.sha256(identity.encode()).hexdigest(), signer,
         {TESSERACT.name: (TESSERACT, models.engine_record(TESSERACT, settings.ocr.languages, known=tesseract_models))},
+        tuple(input_trust_roots),
     )  # fmt: skip
     try:
         for folder in (out_dir / RECORDS, out_dir / MANUAL, out_dir / STATE):

@@ -179,6 +179,19 @@ class PageEngine(_Part):
     models: dict[str, str]
 
 
+class PdfSourcePage(_Part):
+    """How a PDF input's page went into the record: its own content kept, or a rendering, and why."""
+
+    kind: str  # scan, born-digital or other (pipeline/pdfsource.py)
+    finest_dpi: Number | None  # of its image layers and masks as placed; OCR read it at no less
+    encodings: list[str]  # the filters of its images, as the input had them
+    kept: bool  # the record page draws the input's own content, not a rendering of it
+    not_kept_reason: str | None = None
+    conversions: list[str] = []  # what PDF/A made us change in the kept content
+    existing_text: str  # what became of the text the page held: none, replaced, kept, visible kept, ...
+    ocr: bool  # whether we OCRed the page
+
+
 class PageRecord(_Part):
     """One source page, with every measured value that drove a decision about it."""
 
@@ -210,10 +223,36 @@ class PageRecord(_Part):
     in_pdf: bool
     # Absent in manifests written before the OCR-engine seam; null for a page no engine read.
     ocr_engine: PageEngine | None = None
+    # Only for a page of a PDF input, and absent in manifests written before it was recorded.
+    pdf_source: PdfSourcePage | None = None
 
     @model_serializer(mode="wrap")
     def _as_written(self, handler) -> dict[str, Any]:
-        return _omit_unset(self, handler(self), ("ocr_engine",))
+        data = _omit_unset(self, handler(self), ("ocr_engine",))
+        if self.pdf_source is None:
+            data.pop("pdf_source", None)
+        return data
+
+
+class InputSignature(_Part):
+    """One digital signature a PDF input carried, as checked when it was processed."""
+
+    field: str
+    signer: str
+    signed_at: str | None
+    intact: bool
+    valid: bool
+    trusted: bool  # against the trust roots configured then (signing.trust_roots)
+    covers_whole_file: bool
+
+
+class KeptInput(_Part):
+    """A signed input kept byte for byte beside its record: its signature is evidence the record cannot carry."""
+
+    file: str  # <name>.original.pdf, beside the record
+    sha256: str
+    bytes: int
+    signatures: list[InputSignature]
 
 
 class ComponentDocument(_Part):
@@ -286,10 +325,13 @@ class RecordManifest(_Part):
     dossier: DossierMetadata | None = None
     # The reception receipt's values, when the dossier began with one.
     receipt: Receipt | None = None
+    # Only for a signed PDF input (pipeline/input_signatures.py).
+    original: KeptInput | None = None
 
     @model_serializer(mode="wrap")
     def _as_written(self, handler) -> dict[str, Any]:
-        return _omit_unset(self, handler(self), ("replacements", "review", "split_from", "documents", "dossier", "receipt"))
+        optional = ("replacements", "review", "split_from", "documents", "dossier", "receipt", "original")
+        return _omit_unset(self, handler(self), optional)
 
 
 def _omit_unset(model: BaseModel, data: dict[str, Any], optional: tuple[str, ...]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -9,15 +10,16 @@ from pathlib import Path
 
 import cv2
 
-from pipeline import barcodes, geometry, paper, standard, triage, vietnamese
+from pipeline import barcodes, geometry, paper, pdfsource, standard, triage, vietnamese
+from pipeline._exec import pdftotext
 from pipeline.blank import BlankEvidence, detect_blank
 from pipeline.errors import CorruptInput
 from pipeline.flags import FlagName
 from pipeline.manifest import Receipt
 from pipeline.ocr import EMPTY_PAGE, TESSERACT, OcrEngine, PageText
-from pipeline.pdfpage import build_page_pdf, encode_for_storage
+from pipeline.pdfpage import PDF_ORIGINAL, KeptOriginal, OriginalNotKept, build_page_pdf, encode_for_storage, keep_original_page
 from pipeline.settings import Settings
-from pipeline.sources import PageRef, load_page
+from pipeline.sources import PageRef, ScanPage, load_page
 
 THUMBNAIL_WIDTH = 240
 
@@ -53,6 +55,7 @@ class PageResult:
     drawing: dict = field(default_factory=dict)
     image_encoding: str | None = None
     image_bytes: int = 0
+    pdf_source: dict | None = None  # a PDF input's page: kept or rendered, and why (manifest.PdfSourcePage)
     # Work files and text, kept out of the manifest's page records.
     page_pdf: str | None = field(default=None, repr=False)
     thumbnail: str | None = field(default=None, repr=False)
@@ -95,7 +98,25 @@ def process_page(
     geo = geometry.Geometry(0, 0.0, 0.0, 0.0, 0, "none")
     ocr = EMPTY_PAGE
     symbols: list[barcodes.Symbol] = []
-    if not evidence.blank:
+    page_pdf = stem.with_suffix(".page.pdf")
+    plan = pdfsource.plan(page.pdf_survey, settings.ocr.existing_text) if page.pdf_survey else None
+    kept: KeptOriginal | None = None
+    if plan is not None and not plan.ocr:
+        # A page keeping its own text is not read; if PDF/A refuses its content, it is read after all.
+        with clock.stage("encode"):
+            kept = _keep_pdf_page(result, page, plan, geo, 0.0, None, page_pdf, settings)
+        if kept is not None:
+            with clock.stage("ocr"):
+                # Its own text, for the record's text file, as OCR's would be.
+                result.text = pdftotext.page_text(
+                    page.ref.path, page=page.ref.frame, timeout=settings.ocr.page_timeout_s
+                )
+        else:
+            plan = dataclasses.replace(plan, keep_original=False, ocr=True, existing_text="replaced")
+            result.pdf_source = _pdf_source_record(
+                page.pdf_survey, plan, kept=None, reason=result.pdf_source["not_kept_reason"]
+            )
+    if not evidence.blank and kept is None:
         # Nothing to orient or read on a blank page; OCR would only read bleed-through.
         with clock.stage("orient"):
             geo = geometry.measure(analysis, max_skew_deg=settings.geometry.max_skew_deg)
@@ -124,7 +145,7 @@ def process_page(
     result.deskew_angle = round(skew, 2)
     result.blank, result.blank_evidence = evidence.blank, _blank_record(evidence)
     result.ocr_confidence, result.words, result.characters = ocr.mean_confidence, ocr.words, ocr.characters
-    result.text = ocr.text
+    result.text = result.text or ocr.text
     with clock.stage("triage"):
         if not result.blank:
             below = standard.shortfall(
@@ -135,16 +156,67 @@ def process_page(
         _classify(result, analysis, geo, symbols, ocr, settings)
         result.thumbnail = str(_thumbnail(analysis, geo, stem))
     with clock.stage("encode"):
-        stored = encode_for_storage(
-            page, profile=settings.output.profile, jpeg_quality=settings.output.jpeg_quality
-        )
-        page_pdf = stem.with_suffix(".page.pdf")
-        build_page_pdf(
-            stored, size_px=page.image.size, dpi=page.dpi, quarter_turns=geo.quarter_turns,
-            skew_deg=skew, text_pdf=ocr.text_pdf, out=page_pdf,
-        )  # fmt: skip
-    result.image_encoding, result.image_bytes, result.page_pdf = stored.encoding, len(stored.data), str(page_pdf)
+        if kept is None and plan is not None and plan.keep_original:
+            kept = _keep_pdf_page(result, page, plan, geo, skew, ocr.text_pdf, page_pdf, settings)
+        if kept is None:
+            stored = encode_for_storage(
+                page, profile=settings.output.profile, jpeg_quality=settings.output.jpeg_quality
+            )
+            build_page_pdf(
+                stored, size_px=page.image.size, dpi=page.dpi, quarter_turns=geo.quarter_turns,
+                skew_deg=skew, text_pdf=ocr.text_pdf, out=page_pdf,
+            )  # fmt: skip
+            result.image_encoding, result.image_bytes = stored.encoding, len(stored.data)
+        else:
+            result.image_encoding, result.image_bytes = PDF_ORIGINAL, kept.stored_bytes
+    if plan is not None and result.pdf_source is None:
+        result.pdf_source = _pdf_source_record(page.pdf_survey, plan, kept=None, reason="rendered: ocr.existing_text = force")
+    result.page_pdf = str(page_pdf)
     return result
+
+
+def _keep_pdf_page(
+    result: PageResult,
+    page: ScanPage,
+    plan: pdfsource.PdfPagePlan,
+    geo: geometry.Geometry,
+    skew: float,
+    text_pdf: Path | None,
+    page_pdf: Path,
+    settings: Settings,
+) -> KeptOriginal | None:
+    """Draw a PDF page's own content under the text layer; None, with the reason recorded, when PDF/A refuses it."""
+    try:
+        kept = keep_original_page(
+            page.ref.path, frame=page.ref.frame, flavour=settings.output.pdfa,
+            drop_invisible_text=plan.drop_invisible_text, size_px=page.image.size, dpi=page.dpi,
+            quarter_turns=geo.quarter_turns, skew_deg=skew, text_pdf=text_pdf, out=page_pdf,
+            jpeg_quality=settings.output.jpeg_quality,
+        )  # fmt: skip
+    except OriginalNotKept as exc:
+        result.pdf_source = _pdf_source_record(page.pdf_survey, plan, kept=None, reason=exc.reason)
+        return None
+    result.pdf_source = _pdf_source_record(page.pdf_survey, plan, kept=kept, reason=None)
+    return kept
+
+
+def _pdf_source_record(
+    survey: pdfsource.PdfPageSurvey, plan: pdfsource.PdfPagePlan, *, kept: KeptOriginal | None, reason: str | None
+) -> dict:
+    existing = plan.existing_text
+    if kept is None and plan.keep_original:
+        # A rendering carries none of the page's own text: our layer replaces all of it.
+        existing = "replaced" if survey.text_layer else "none"
+    return {
+        "kind": survey.kind.value,
+        "finest_dpi": survey.finest_dpi,
+        "encodings": list(survey.encodings),
+        "kept": kept is not None,
+        "not_kept_reason": reason,
+        "conversions": list(kept.conversions) if kept else [],
+        "existing_text": existing,
+        "ocr": plan.ocr,
+    }
 
 
 def _classify(

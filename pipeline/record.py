@@ -19,8 +19,8 @@ from pipeline.errors import CorruptInput
 from pipeline.flags import FlagName
 from pipeline.models import EngineRecord, engine_record
 from pipeline.manifest import (
-    DocumentPages, ModelRecord, OcrRecord, Output, PageRecord, Provenance, RecordManifest, Signature, Source,
-    SourceFile, dump_manifest,
+    DocumentPages, InputSignature, KeptInput, ModelRecord, OcrRecord, Output, PageRecord, Provenance,
+    RecordManifest, Signature, Source, SourceFile, dump_manifest,
 )  # fmt: skip
 from pipeline.ocr import OcrEngine
 from pipeline.page import PageResult
@@ -28,7 +28,8 @@ from pipeline.report import DocumentRecord
 from pipeline.schedule import InputJob
 from pipeline.settings import Settings
 from pipeline.signing import RecordSigner
-from pipeline.sources import ScanInput
+from pipeline.input_signatures import read_signatures
+from pipeline.sources import FileKind, InputKind, ScanInput
 from pipeline.split import Document, split
 
 RECORDS = "records"
@@ -48,6 +49,8 @@ class RecordContext:
     settings_digest: str
     signer: RecordSigner | None
     engines: dict[str, tuple[OcrEngine, EngineRecord]]  # by name: the engines this run uses, checked once
+    # Certificates a signed PDF input's signatures are checked against (signing.trust_roots).
+    input_trust_roots: tuple = ()
 
     def use_engine(self, engine: OcrEngine) -> None:
         """Check an engine and its models once per run, in this process, before it reads a page."""
@@ -98,6 +101,7 @@ def write_documents(job: InputJob, context: RecordContext, names: Names) -> list
         # Nothing could be decoded: that is a corrupt input, not a dossier to review.
         raise CorruptInput(job.scan.path, pages[0].flags[FlagName.UNREADABLE_PAGE]["reason"])
     documents = split(pages, rules=context.settings.split, triage=context.settings.triage, hints=job.hints)
+    original = _signed_original(job, context)
     written = []
     codeless = 0
     for doc in documents:
@@ -108,13 +112,30 @@ def write_documents(job: InputJob, context: RecordContext, names: Names) -> list
         else:
             codeless += 1
             name = names.take(job.stem if codeless == 1 else f"{job.stem}-{codeless}")
-        written.append(_write_document(job, doc, name, pages, context))
+        written.append(_write_document(job, doc, name, pages, context, original))
     return written
 
 
+ORIGINAL_SUFFIX = ".original.pdf"
+
+
+def _signed_original(job: InputJob, context: RecordContext) -> KeptInput | None:
+    """A signed PDF input is kept whole beside each of its records; its signatures, checked, go in the manifest."""
+    if job.scan.kind is not InputKind.FILE or job.scan.pages[0].kind is not FileKind.PDF:
+        return None
+    signatures = read_signatures(job.scan.path, trust_roots=context.input_trust_roots)
+    if not signatures:
+        return None
+    return KeptInput(
+        file=ORIGINAL_SUFFIX, sha256=atomic.sha256_file(job.scan.path), bytes=job.scan.path.stat().st_size,
+        signatures=[InputSignature.model_validate(asdict(signature)) for signature in signatures],
+    )  # fmt: skip
+
+
 def _write_document(
-    job: InputJob, doc: Document, name: str, pages: list[PageResult], context: RecordContext
-) -> DocumentRecord:
+    job: InputJob, doc: Document, name: str, pages: list[PageResult], context: RecordContext,
+    original: KeptInput | None,
+) -> DocumentRecord:  # fmt: skip
     settings, out_dir = context.settings, context.out_dir
     created = datetime.now(timezone.utc).replace(microsecond=0)
     flagged = bool(doc.flags)
@@ -140,8 +161,12 @@ def _write_document(
             ),
             signer=context.signer, work=job.work,
         ) if in_pdf else None  # fmt: skip
+        if original is not None:
+            original = original.model_copy(update={"file": f"{name}{ORIGINAL_SUFFIX}"})
+            with atomic.replacing(target / original.file) as out, open(job.scan.path, "rb") as source:
+                shutil.copyfileobj(source, out)
         manifest = _manifest(job, doc, name, pages, created, written, txt_path, context).model_copy(
-            update={"documents": documents, "dossier": dossier}
+            update={"documents": documents, "dossier": dossier, **({"original": original} if original else {})}
         )
         if flagged:
             _write_review_material(target, doc, pages)

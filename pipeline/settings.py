@@ -12,6 +12,7 @@ from typing import Any, Literal, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
+from pipeline.pdfsource import ExistingText
 
 SettingsT = TypeVar("SettingsT", bound="Settings")
 # Package data, so an installed (non-editable) package finds it as a checkout does.
@@ -27,6 +28,7 @@ class Section(BaseModel):
 class OcrSettings(Section):
     languages: str = Field(pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$")
     page_timeout_s: float = Field(gt=0)
+    existing_text: ExistingText = ExistingText.REPLACE
 
 
 class OutputSettings(Section):

@@ -13,8 +13,8 @@ import numpy as np
 import pikepdf
 from PIL import Image, UnidentifiedImageError
 
-from pipeline import paper
-from pipeline._exec import pdftoppm
+from pipeline import paper, pdfsource
+from pipeline._exec import jbig2dec, pdftoppm
 from pipeline.errors import (
     ActiveContent,
     CorruptInput,
@@ -25,11 +25,14 @@ from pipeline.errors import (
     MissingInput,
     UnsupportedInput,
 )
+from pipeline.pdfsource import PdfPageSurvey
 from pipeline.settings import LimitSettings
 
 PAGE_IMAGE_SUFFIXES = {".tif", ".tiff", ".jpg", ".jpeg", ".png"}
 # Rasterizing a PDF page that has no image of its own: a resolution OCR reads well.
 DEFAULT_RASTER_DPI = 300
+# Below this, OCR reads a page worse than a finer rendering of the same coarse image.
+MIN_RASTER_DPI = 150
 
 
 class FileKind(StrEnum):
@@ -72,6 +75,8 @@ class ScanPage:
     dpi_inferred: bool
     # The original JPEG stream when the page can be stored without re-encoding.
     jpeg: bytes | None = None
+    # What a PDF input's page draws; its own content may be kept for the record (pipeline/pdfpage.py).
+    pdf_survey: PdfPageSurvey | None = None
 
     @property
     def bitonal(self) -> bool:
@@ -218,7 +223,7 @@ def _too_many_pages(path: Path, count: int | None, limits: LimitSettings) -> Inp
 
 def _list_pages(path: Path, kind: FileKind, *, first_index: int, limits: LimitSettings) -> list[PageRef]:
     if kind is FileKind.PDF:
-        with _open_pdf(path) as pdf:
+        with open_pdf(path) as pdf:
             count = len(pdf.pages)
             # Counted first: a PDF over the page limit is refused before anything in it is read.
             _check_page_count(path, count, limits)
@@ -247,17 +252,17 @@ def _frame_count(path: Path, img: Image.Image, limits: LimitSettings) -> int:
         raise CorruptInput(path, f"TIFF page {count + 1} is unreadable: {exc}") from None
 
 
-def _open_pdf(path: Path) -> pikepdf.Pdf:
+def open_pdf(path: Path) -> pikepdf.Pdf:
+    """Open a PDF input for reading. An owner lock (encryption with an empty user password) only
+    restricts what a reader may do and opens without a password; a user password is refused."""
     try:
-        pdf = pikepdf.open(path)
+        return pikepdf.open(path, password="")
     except pikepdf.PasswordError:
-        raise EncryptedInput(path, "PDF is password-protected") from None
+        raise EncryptedInput(
+            path, "PDF is password-protected: it needs a user password to open; ask for an unlocked copy"
+        ) from None
     except pikepdf.PdfError as exc:
         raise CorruptInput(path, f"damaged PDF: {exc}") from None
-    if pdf.is_encrypted:
-        pdf.close()
-        raise EncryptedInput(path, "PDF is encrypted; archive copies must not be")
-    return pdf
 
 
 # What a PDF can carry besides pages, found by the keys that name it, and how staff are told.
@@ -352,6 +357,9 @@ def load_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
         return _load_image_page(ref, limits)
     except InputError:
         raise
+    except pikepdf.DependencyError:
+        # pikepdf decodes JBIG2 with jbig2dec: its absence is the machine's fault, not the scan's.
+        raise jbig2dec.missing() from None
     except (OSError, SyntaxError, ValueError, EOFError, pikepdf.PdfError) as exc:
         raise CorruptInput(ref.path, f"page {ref.frame + 1} cannot be decoded: {exc}") from None
 
@@ -370,13 +378,14 @@ def _load_image_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
 
 
 def _load_pdf_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
-    with _open_pdf(ref.path) as pdf:
+    with open_pdf(ref.path) as pdf:
         page = pdf.pages[ref.frame]
+        survey = pdfsource.survey(page)
         width_in = float(page.mediabox[2] - page.mediabox[0]) / 72
         height_in = float(page.mediabox[3] - page.mediabox[1]) / 72
-        images = list(page.get_images(recursive=False).values())
-        sole = _sole_image(page)
-        if sole is not None:
+        # A scanner's invisible OCR layer does not stop its one image being the page.
+        sole = _sole_image(page, ignore_text=not survey.visible_text) if _untransformed(page) else None
+        if sole is not None and _fills(page, pikepdf.PdfImage(sole)):
             pdf_image = pikepdf.PdfImage(sole)
             _check_pixels(ref.path, (pdf_image.width, pdf_image.height), limits)
             dpi = max(pdf_image.width, pdf_image.height) / max(width_in, height_in)
@@ -387,16 +396,36 @@ def _load_pdf_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
                 and pdf_image.bits_per_component == 8
             ):
                 jpeg = sole.read_raw_bytes()
-            img = pdf_image.as_pil_image()
-            return _finish(ref, img, (dpi, dpi), jpeg)
-        dpi = DEFAULT_RASTER_DPI
-        if images:
-            widths = [pikepdf.PdfImage(im).width for im in images]
-            dpi = min(600, max(150, round(max(widths) / width_in)))
+            try:
+                return _finish(ref, pdf_image.as_pil_image(), (dpi, dpi), jpeg, survey)
+            except pikepdf.UnsupportedImageTypeError:
+                pass  # an encoding pikepdf cannot hand over as pixels (CCITT byte-aligned rows): poppler renders it
+        box = page.cropbox
+        width_in = abs(float(box[2] - box[0])) / 72
+        height_in = abs(float(box[3] - box[1])) / 72
+    # OCR reads the page at its finest image layer's resolution (a mixed-raster text mask, not its
+    # coarse background), to the nearest whole dpi, never coarser; a page of vectors only at a
+    # resolution OCR reads well.
+    dpi = max(MIN_RASTER_DPI, round(survey.finest_dpi)) if survey.finest_dpi else DEFAULT_RASTER_DPI
     _check_pixels(ref.path, (round(width_in * dpi), round(height_in * dpi)), limits)
     _follow_pixel_limit(limits)
     img = pdftoppm.rasterize(ref.path, page=ref.frame, dpi=dpi, timeout=limits.rasterize_timeout_s)
-    return _finish(ref, img, (dpi, dpi), None)
+    return _finish(ref, img, (dpi, dpi), None, survey)
+
+
+def _fills(page: pikepdf.Page, image: pikepdf.PdfImage) -> bool:
+    """Whether the image's pixels have the page's proportions, so its resolution is the page's."""
+    width, height = float(page.mediabox[2] - page.mediabox[0]), float(page.mediabox[3] - page.mediabox[1])
+    return abs(image.width / image.height - width / height) <= 0.01 * width / height
+
+
+def _untransformed(page: pikepdf.Page) -> bool:
+    """Whether the page shows its media box as it is: no turn, no crop, no unit scale."""
+    return (
+        int(page.obj.get("/Rotate", 0)) % 360 == 0
+        and "/UserUnit" not in page.obj
+        and [float(v) for v in page.cropbox] == [float(v) for v in page.mediabox]
+    )
 
 
 # Text, inline images, shadings and painted paths: anything that would be lost by
@@ -404,38 +433,52 @@ def _load_pdf_page(ref: PageRef, limits: LimitSettings) -> ScanPage:
 _MARKS_BESIDES_THE_IMAGE = {"BT", "BI", "sh", "S", "s", "f", "F", "f*", "B", "B*", "b", "b*"}
 
 
-def _sole_image(page: pikepdf.Page) -> pikepdf.Object | None:
-    """The page's image when the page is nothing but one drawn image, as scanners write them."""
+def _sole_image(page: pikepdf.Page, *, ignore_text: bool) -> pikepdf.Object | None:
+    """The page's image when the page is nothing but one drawn image, as scanners write them;
+    `ignore_text`: besides text that paints nothing, a scanner's OCR layer."""
     images = page.get_images(recursive=False)
     if len(images) != 1:
         return None
     drawn = 0
-    for _operands, operator in pikepdf.parse_content_stream(page):
+    for operands, operator in pikepdf.parse_content_stream(page):
         op = str(operator)
-        if op in _MARKS_BESIDES_THE_IMAGE:
+        if op in _MARKS_BESIDES_THE_IMAGE and not (ignore_text and op == "BT"):
             return None
         if op == "Do":
             drawn += 1
+        # Its pixels are the page only when drawn upright: a flipped or turned image is rendered instead.
+        if op == "cm" and not (float(operands[0]) > 0 and float(operands[3]) > 0 and operands[1] == 0 and operands[2] == 0):
+            return None
     if drawn != 1:
         return None
     return next(iter(images.values()))
 
 
-def _finish(ref: PageRef, img: Image.Image, dpi: tuple[float, float] | None, jpeg: bytes | None) -> ScanPage:
+def _finish(
+    ref: PageRef,
+    img: Image.Image,
+    dpi: tuple[float, float] | None,
+    jpeg: bytes | None,
+    pdf_survey: PdfPageSurvey | None = None,
+) -> ScanPage:
     img, lossless_change = _normalize_mode(img)
     if lossless_change:
         jpeg = None
     if img.mode == "L" and jpeg is None and _only_black_and_white(img):
         img = img.convert("1")
     xdpi, ydpi = (float(dpi[0]), float(dpi[1])) if dpi else (0.0, 0.0)
-    if paper.plausible_dpi(xdpi) and paper.plausible_dpi(ydpi):
+    # A PDF page's size is its page box, so its resolution is measured, however coarse, not guessed.
+    measured = ref.kind is FileKind.PDF and xdpi > 0 and ydpi > 0
+    if measured or (paper.plausible_dpi(xdpi) and paper.plausible_dpi(ydpi)):
         if abs(xdpi - ydpi) > 0.01 * max(xdpi, ydpi):
             # Non-square pixels: resample once so every later step can assume square ones.
             scale_y = xdpi / ydpi
             img = img.resize((img.width, round(img.height * scale_y)), Image.Resampling.LANCZOS)
             jpeg = None
-        return ScanPage(ref, img, xdpi, dpi_inferred=False, jpeg=jpeg)
-    return ScanPage(ref, img, paper.infer_dpi(img.width, img.height), dpi_inferred=True, jpeg=jpeg)
+        return ScanPage(ref, img, xdpi, dpi_inferred=False, jpeg=jpeg, pdf_survey=pdf_survey)
+    return ScanPage(
+        ref, img, paper.infer_dpi(img.width, img.height), dpi_inferred=True, jpeg=jpeg, pdf_survey=pdf_survey
+    )
 
 
 def _only_black_and_white(img: Image.Image) -> bool:
