@@ -23,6 +23,7 @@ from pipeline.assemble import RecordMetadata, write_record
 from pipeline.batch import process_inputs
 from pipeline.errors import DigitizeError, ExitCode, InputError
 from pipeline.manifest import RecordManifest, dump_manifest, load_manifest
+from pipeline.record import ORIGINAL_SUFFIX
 from pipeline.settings import Settings
 from pipeline.signing import RecordSigner
 
@@ -190,15 +191,23 @@ def approve(review: Store, archive: Store, item: ReviewItem, *, by: str | None, 
     manifest_key = f"{item.archive_folder}{name}.json"
     if archive.exists(manifest_key) and archive.read_bytes(manifest_key) != review.read_bytes(f"{item.prefix}{item.name}.json"):
         raise ReviewError(f"{name}: {archive.url}/{manifest_key} is another record; an archived record is never overwritten")
-    keys = [f"{item.archive_folder}{name}{ext}" for ext in (".pdf", ".txt", ".json")]
+    current = _read_manifest(review, f"{item.prefix}{item.name}.json")
+    # A signed input kept beside its record goes to the archive with it, before the manifest that names it.
+    original = current.get("original")
+    exts = (".pdf", ".txt", *((ORIGINAL_SUFFIX,) if original else ()), ".json")
+    keys = [f"{item.archive_folder}{name}{ext}" for ext in exts]
     with tempfile.TemporaryDirectory(prefix="digitize-review-") as tmp:
-        local = {ext: Path(tmp) / f"{item.name}{ext}" for ext in (".pdf", ".txt", ".json")}
+        local = {ext: Path(tmp) / f"{item.name}{ext}" for ext in exts}
         for ext in (".pdf", ".txt"):
             review.download(f"{item.prefix}{item.name}{ext}", local[ext])
         # Only a whole record is archived: the PDF and text its manifest names, not a half-replaced one.
-        output = _read_manifest(review, f"{item.prefix}{item.name}.json")["output"]
+        output = current["output"]
         if atomic.sha256_file(local[".pdf"]) != output["pdf_sha256"] or atomic.sha256_file(local[".txt"]) != output["text_sha256"]:
             raise ReviewError(f"{item.name}: its PDF or text does not match its manifest (being changed?); try again")
+        if original:
+            review.download(f"{item.prefix}{original['file']}", local[ORIGINAL_SUFFIX])
+            if atomic.sha256_file(local[ORIGINAL_SUFFIX]) != original["sha256"]:
+                raise ReviewError(f"{item.name}: its kept original {original['file']} does not match its manifest's checksum")
         # Recorded before the manifest is copied, so the archived manifest carries who approved it and when.
         entry = record_action(review, item, "approve", by=by, details={"archived_as": keys, "note": note}, audit=archive)
         review.download(f"{item.prefix}{item.name}.json", local[".json"])

@@ -324,3 +324,24 @@ def test_only_text_that_paints_nothing_is_removed():
         ))  # fmt: skip
         kept, visible = without_invisible_text(content)
     assert visible and b"(shown)" in kept and b"(hidden)" not in kept and b"/Im0 Do" in kept
+
+
+def test_a_flagged_signed_copy_keeps_its_original_when_a_clerk_approves_it(inputs, ca, tmp_path):
+    """The night sends the copy to review (every page under the confidence bar); approving archives its original too."""
+    from digitize.storage import LocalStore
+    from tests.servicekit import batch_folder, digitize_cli, folder_env
+
+    env = {**folder_env(tmp_path), "DIGITIZE_TRIAGE_MIN_CONFIDENCE": "100", "DIGITIZE_SIGNING_TRUST_ROOTS": f'["{ca.root}"]'}
+    batch = batch_folder(tmp_path / "copies", inputs["signed"])
+    assert digitize_cli(env, "drop", batch, "--station", "st").returncode == 0
+    ran = digitize_cli(env, "run", "--jobs", "1")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    approved = digitize_cli(env, "review", "approve", "signed-copy", "--by", "Trần Văn Hùng")
+    assert approved.returncode == 0, approved.stdout + approved.stderr
+    archive = LocalStore(tmp_path / "archive")
+    (original,) = [o.key for o in archive.list() if o.key.endswith("signed-copy.original.pdf")]
+    (manifest_key,) = [o.key for o in archive.list() if o.key.endswith("signed-copy.json")]
+    manifest = json.loads(archive.read_bytes(manifest_key))
+    assert archive.read_bytes(original) == inputs["signed"].read_bytes()
+    assert manifest["original"]["sha256"] == hashlib.sha256(inputs["signed"].read_bytes()).hexdigest()
+    assert "low_confidence" in manifest["flags"]
