@@ -8,7 +8,7 @@ import json
 import re
 import secrets
 import tempfile
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,10 +19,12 @@ from digitize.audit import AuditLog
 from digitize.inbox import BATCH_MANIFEST, REQUESTS, SCHEMA
 from digitize.storage import Store, check_key, key_problem, printable_key
 from pipeline import atomic
+from pipeline.paper import MM_PER_POINT
 from pipeline.assemble import RecordMetadata, write_record
 from pipeline.batch import process_inputs
 from pipeline.errors import DigitizeError, ExitCode, InputError
-from pipeline.manifest import RecordManifest, dump_manifest, load_manifest
+from pipeline.documents import PageFacts, dossier_metadata, read_documents
+from pipeline.manifest import Receipt, RecordManifest, dump_manifest, load_manifest
 from pipeline.record import ORIGINAL_SUFFIX
 from pipeline.settings import Settings
 from pipeline.signing import RecordSigner
@@ -277,15 +279,36 @@ def _open_dossier(review: Store, item: ReviewItem, work: Path, stack: contextlib
 
 def _assemble(
     pages: list[Path], texts: list[str], out: Path, *, manifest: dict, name: str, code: str | None, settings: Settings,
-    signer: RecordSigner | None, work: Path,
+    signer: RecordSigner | None, work: Path, sources: Sequence[int] = (),
 ) -> tuple[Path, Path, object]:
+    """Assemble and sign a changed dossier; its component documents are read again, since its pages changed.
+
+    `sources` are the source scan's page indexes of `pages`, when every page still has one (none after a re-scan).
+    """
     result, result_txt = out / f"{name}.pdf", out / f"{name}.txt"
+    documents = read_documents(
+        [PageFacts(text=text, size_mm=_size_mm(page)) for page, text in zip(pages, texts, strict=True)],
+        source_pages=sources if len(sources) == len(pages) else [],
+    )
+    receipt = Receipt.model_validate(manifest["receipt"]) if manifest.get("receipt") else None
+    dossier = dossier_metadata(
+        documents, code=code, pages=len(pages), agency=settings.output.agency, records=settings.records, receipt=receipt
+    )
+    manifest["documents"] = [document.model_dump(mode="json") for document in documents]
+    manifest["dossier"] = dossier.model_dump(mode="json")
     written = write_record(pages, result, flavour=manifest["output"]["pdfa"], metadata=RecordMetadata(
         title=name, created=datetime.now(timezone.utc).replace(microsecond=0),
         agency=settings.output.agency, source_sha256=manifest["source"]["sha256"], dossier_code=code,
+        outline=tuple((document.title, document.first_page) for document in documents),
     ), signer=signer, work=work)  # fmt: skip
     atomic.write_text(result_txt, "\f".join(texts) + "\n")
     return result, result_txt, written
+
+
+def _size_mm(page_pdf: Path) -> tuple[float, float]:
+    with pikepdf.open(page_pdf) as pdf:
+        box = pdf.pages[0].mediabox
+        return (float(box[2] - box[0]) * MM_PER_POINT, float(box[3] - box[1]) * MM_PER_POINT)
 
 
 def _store_dossier(review: Store, prefix: str, name: str, manifest: dict, result: Path, result_txt: Path, written, *, previous: Path | None) -> None:
@@ -421,9 +444,11 @@ def split_item(
         (work / "a").mkdir()
         (work / "b").mkdir()
         first = _assemble(singles[: at - 1], current.texts[: at - 1], work / "a", manifest=manifest, name=item.name,
-                          code=item.code, settings=settings, signer=signer, work=parts)  # fmt: skip
+                          code=item.code, settings=settings, signer=signer, work=parts,
+                          sources=manifest["document"]["source_pages"])  # fmt: skip
         other = _assemble(singles[at - 1 :], current.texts[at - 1 :], work / "b", manifest=second, name=new_name,
-                          code=None, settings=settings, signer=signer, work=parts)  # fmt: skip
+                          code=None, settings=settings, signer=signer, work=parts,
+                          sources=second["document"]["source_pages"])  # fmt: skip
         details = {"at_page": at, "new_item": f"{item.batch}{new_name}", "pages_moved": current.count - at + 1, "note": note}
         prefix = f"{item.batch}{new_name}/"
         entry = {"action": "split", "by": by or getpass.getuser(), "at": datetime.now(timezone.utc).isoformat(), **details}
@@ -497,7 +522,8 @@ def move_pages(
         target_result = _assemble(target_pages, target_texts, work["target"] / "out", manifest=target_manifest, name=target.name,
                                   code=target.code, settings=settings, signer=signer, work=target_parts)  # fmt: skip
         source_result = _assemble(source_pages, source_texts, work["source"] / "out", manifest=source_manifest, name=source.name,
-                                  code=source.code, settings=settings, signer=signer, work=source_parts)  # fmt: skip
+                                  code=source.code, settings=settings, signer=signer, work=source_parts,
+                                  sources=source_manifest["document"]["source_pages"])  # fmt: skip
         who, when = by or getpass.getuser(), datetime.now(timezone.utc).isoformat()
         out_details = {"pages_moved": moved, "to_item": target.prefix, "to_pages": [moves_in[p] for p in moved], "note": note,
                        "previous_pdf_sha256": source_manifest["output"]["pdf_sha256"],

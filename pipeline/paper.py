@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 MM_PER_INCH = 25.4
+MM_PER_POINT = MM_PER_INCH / 72  # PDF user space
 
 # Portrait sizes in mm, with how unlikely each is at a service centre (0 = everyday).
 # The same pixels fit several sizes (A4 at 400 dpi is A2 at 200 dpi), so the

@@ -105,3 +105,35 @@ def test_manifests_without_documents_still_load_and_dump_unchanged(record):
         data.pop(key)
     again = load_manifest(json.dumps(data), origin="old")
     assert again.documents is None and "documents" not in again.model_dump(by_alias=True)
+
+
+def test_a_dossier_split_in_review_has_its_documents_and_bookmarks_read_again(three_document_dossier, tmp_path):
+    """A clerk cuts the decision off the dossier: each part's manifest and outline list only its own documents."""
+    from digitize.keys import load_record_signer
+    from digitize.config import load_app_settings
+    from digitize.review import REVIEW_ITEM, find, split_item
+    from digitize.storage import LocalStore
+
+    folder, ca, env = three_document_dossier
+    review = LocalStore(tmp_path / "review")
+    prefix = f"st/b1/{THREE_DOCUMENT_CODE}/"
+    for ext in (".pdf", ".txt", ".json"):
+        review.upload(prefix + THREE_DOCUMENT_CODE + ext, folder / f"{THREE_DOCUMENT_CODE}{ext}")
+    review.put_bytes(prefix + REVIEW_ITEM, json.dumps({"name": THREE_DOCUMENT_CODE, "code": THREE_DOCUMENT_CODE, "archive_folder": "2026/11/"}).encode())
+    review.put_bytes(prefix + "reasons.json", json.dumps({"flags": {}, "thumbnails": {}}).encode())
+    settings = load_app_settings().with_overrides({"signing.pkcs12": str(ca.agency_pkcs12), "output.agency": THREE_DOCUMENT_AGENCY})
+    split_item(review, find(review, THREE_DOCUMENT_CODE), at=3, new_name="quyet-dinh", settings=settings, by="clerk",
+               signer=load_record_signer(settings, env))  # fmt: skip
+    before = load_manifest((folder / f"{THREE_DOCUMENT_CODE}.json").read_bytes(), origin="test")
+    for name, types, sources in (
+        (THREE_DOCUMENT_CODE, ["Đơn", "Căn cước công dân"], before.document.source_pages[:2]),
+        ("quyet-dinh", ["Quyết định"], before.document.source_pages[2:]),
+    ):
+        item_prefix = f"st/b1/{name}/"
+        manifest = load_manifest(review.read_bytes(f"{item_prefix}{name}.json"), origin=name)
+        assert [d.type_name for d in manifest.documents] == types
+        assert [p for d in manifest.documents for p in d.source_pages] == sources
+        assert manifest.dossier.doc_total == len(types) and manifest.dossier.page_total == len(sources)
+        review.download(f"{item_prefix}{name}.pdf", tmp_path / f"{name}.pdf")
+        with pikepdf.open(tmp_path / f"{name}.pdf") as pdf, pdf.open_outline() as outline:
+            assert [entry.title for entry in outline.root] == [d.title for d in manifest.documents]
