@@ -151,6 +151,24 @@ class PageEngine(_Part):
     models: dict[str, str]
 
 
+class SealRecord(_Part):
+    """A red seal on the page: its box in mm from the stored image's top-left corner (left, top, width, height)."""
+
+    box_mm: tuple[Number, Number, Number, Number]
+    red_share: Number
+
+
+class OcrInputRecord(_Part):
+    """How the copy that OCR read was made: its resolution and scale, the skew left for Tesseract
+    (the text layer is turned by it), whether red/blue ink was dropped, and the seals found."""
+
+    dpi: Number
+    scale: Number
+    residual_skew_deg: Number
+    colour_dropout: bool
+    seals: list[SealRecord]
+
+
 class PageRecord(_Part):
     """One source page, with every measured value that drove a decision about it."""
 
@@ -182,10 +200,12 @@ class PageRecord(_Part):
     in_pdf: bool
     # Absent in manifests written before the OCR-engine seam; null for a page no engine read.
     ocr_engine: PageEngine | None = None
+    # Absent in manifests written before OCR input preparation; null for a page no engine read.
+    ocr_input: OcrInputRecord | None = None
 
     @model_serializer(mode="wrap")
     def _as_written(self, handler) -> dict[str, Any]:
-        return _omit_unset(self, handler(self), ("ocr_engine",))
+        return _omit_unset(self, handler(self), ("ocr_engine", "ocr_input"))
 
 
 class RecordManifest(_Part):

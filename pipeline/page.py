@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 
-from pipeline import barcodes, geometry, paper, triage, vietnamese
+from pipeline import barcodes, geometry, ocr_input, paper, triage, vietnamese
 from pipeline.blank import BlankEvidence, detect_blank
 from pipeline.errors import CorruptInput
 from pipeline.flags import FlagName
@@ -51,6 +51,8 @@ class PageResult:
     drawing: dict = field(default_factory=dict)
     image_encoding: str | None = None
     image_bytes: int = 0
+    # How the copy OCR read was made from the page: resolution, skew left to Tesseract, colour dropout, seals.
+    ocr_input: dict | None = None
     # Work files and text, kept out of the manifest's page records.
     page_pdf: str | None = field(default=None, repr=False)
     thumbnail: str | None = field(default=None, repr=False)
@@ -92,6 +94,7 @@ def process_page(
         evidence = detect_blank(analysis, settings.blank)
     geo = geometry.Geometry(0, 0.0, 0.0, 0.0, 0, "none")
     ocr = EMPTY_PAGE
+    text_skew = 0.0
     symbols: list[barcodes.Symbol] = []
     if not evidence.blank:
         # Nothing to orient or read on a blank page; OCR would only read bleed-through.
@@ -101,16 +104,22 @@ def process_page(
                 geo = _ask_engine(engine, analysis, geo, stem, settings)
         skew = _applied_skew(geo, settings)
         with clock.stage("deskew"):
-            level = geometry.level_image(gray, quarter_turns=geo.quarter_turns, skew_deg=skew, fill=255)
+            prepared = ocr_input.prepare(page.image, gray, dpi=page.dpi, quarter_turns=geo.quarter_turns, skew_deg=skew)
+            level = (
+                geometry.level_image(gray, quarter_turns=geo.quarter_turns, skew_deg=skew - prepared.residual_skew_deg, fill=255)
+                if prepared.scale != 1.0 or prepared.colour_dropout else prepared.image
+            )  # fmt: skip
         with clock.stage("barcodes"):
             symbols = barcodes.read_symbols(level)
         with clock.stage("ocr"):
             ocr = engine.read_page(
-                level, dpi=page.dpi, work=stem, languages=settings.ocr.languages,
+                prepared.image, dpi=prepared.dpi, work=stem, languages=settings.ocr.languages,
                 timeout=settings.ocr.page_timeout_s,
             )  # fmt: skip
         result.ocr_engine = engine.name
-        del level
+        result.ocr_input = _ocr_input_record(prepared)
+        text_skew = prepared.residual_skew_deg
+        del level, prepared
     del gray
     skew = _applied_skew(geo, settings)
     width, height = page.image.size
@@ -133,7 +142,7 @@ def process_page(
         page_pdf = stem.with_suffix(".page.pdf")
         build_page_pdf(
             stored, size_px=page.image.size, dpi=page.dpi, quarter_turns=geo.quarter_turns,
-            skew_deg=skew, text_pdf=ocr.text_pdf, out=page_pdf,
+            skew_deg=skew, text_pdf=ocr.text_pdf, out=page_pdf, text_skew_deg=text_skew,
         )  # fmt: skip
     result.image_encoding, result.image_bytes, result.page_pdf = stored.encoding, len(stored.data), str(page_pdf)
     return result
@@ -195,6 +204,16 @@ def _thumbnail(analysis: geometry.AnalysisImage, geo: geometry.Geometry, stem: P
     path = stem.with_suffix(".thumb.png")
     path.write_bytes(cv2.imencode(".png", small)[1])  # cv2.imwrite would fail silently on a full disk
     return path
+
+
+def _ocr_input_record(prepared: ocr_input.OcrInput) -> dict:
+    return {
+        "dpi": round(prepared.dpi, 2),
+        "scale": round(prepared.scale, 4),
+        "residual_skew_deg": round(prepared.residual_skew_deg, 2),
+        "colour_dropout": prepared.colour_dropout,
+        "seals": [{"box_mm": list(seal.box_mm), "red_share": seal.red_share} for seal in prepared.seals],
+    }
 
 
 def _applied_skew(geo: geometry.Geometry, settings: Settings) -> float:

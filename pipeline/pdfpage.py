@@ -89,8 +89,12 @@ def build_page_pdf(
     skew_deg: float,
     text_pdf: Path | None,
     out: Path,
+    text_skew_deg: float = 0.0,
 ) -> None:
-    """Write a one-page PDF: img2pdf embeds the image bytes as they are; pikepdf places them."""
+    """Write a one-page PDF: img2pdf embeds the image bytes as they are; pikepdf places them.
+
+    `text_skew_deg`: the skew left in the image OCR read; its layer is turned by it about the centre.
+    """
     layout = img2pdf.get_fixed_dpi_layout_fun((dpi, dpi))
     image_pdf = pikepdf.open(io.BytesIO(img2pdf.convert(stored.data, layout_fun=layout)))
     page = image_pdf.pages[0]
@@ -108,6 +112,15 @@ def build_page_pdf(
             text = stack.enter_context(pikepdf.open(text_pdf))
             layer = image_pdf.copy_foreign(text.pages[0].as_form_xobject())
             page.Resources.XObject[pikepdf.Name.OcrText] = layer
-            content += b" q /OcrText Do Q"
+            turn = _turn_about_centre(page_w, page_h, text_skew_deg)
+            content += f" q {' '.join(f'{v:.6f}' for v in turn)} cm /OcrText Do Q".encode()
         page.Contents = image_pdf.make_stream(content)
         image_pdf.save(out)
+
+
+def _turn_about_centre(width_pt: float, height_pt: float, degrees: float) -> tuple[float, ...]:
+    """The `cm` turning the page counterclockwise (as seen) by `degrees` about its centre."""
+    phi = math.radians(degrees)
+    cos, sin = math.cos(phi), math.sin(phi)
+    cx, cy = width_pt / 2, height_pt / 2
+    return (cos, sin, -sin, cos, cx - cos * cx + sin * cy, cy - sin * cx - cos * cy)
