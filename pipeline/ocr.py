@@ -39,6 +39,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from pipeline import headings
 from pipeline._exec import tesseract
 from pipeline.errors import ExternalProgramError
 from pipeline.sources import PageRef
@@ -59,6 +60,8 @@ class PageText:
     mean_confidence: float | None  # 0-100
     words: int
     failure: str | None = None
+    # A second reading of part of the page, with its reason (see pipeline/headings.py).
+    second_pass: headings.HeadingPass | None = None
 
     @property
     def characters(self) -> int:
@@ -146,7 +149,27 @@ class TesseractEngine:
         confidences = _word_confidences(files.tsv)
         text = unicodedata.normalize("NFC", files.txt.read_text("utf-8")).replace("\f", "").strip()
         mean = round(sum(confidences) / len(confidences), 2) if confidences else None
-        return PageText(text=text, text_pdf=files.text_pdf, mean_confidence=mean, words=len(confidences))
+        second = None
+        if "vie" in languages.split("+") and "+" in languages:
+            text, second = _restore_headings(gray, files, text, work=work, dpi=round(dpi), timeout=timeout)
+        return PageText(text=text, text_pdf=files.text_pdf, mean_confidence=mean, words=len(confidences), second_pass=second)
+
+
+def _restore_headings(
+    gray: np.ndarray, files: tesseract.OcrFiles, text: str, *, work: Path, dpi: int, timeout: float
+) -> tuple[str, headings.HeadingPass | None]:
+    """Vietnamese capital lines that lost every mark to the English model, read again in Vietnamese."""
+    words = headings.read_words(files.tsv)
+    suspects = headings.suspect_lines(words)
+    if not suspects:
+        return text, None
+    fixed = headings.reread(gray, words, suspects, work=work, dpi=dpi, timeout=timeout)
+    if fixed and not headings.rewrite_text_layer(files.text_pdf, words, fixed):
+        log.warning("%s: text layer does not match the word list; headings left as first read", work.name)
+        fixed = {}
+    if fixed:
+        text = headings.rewrite_text(text, words, fixed)
+    return text, headings.HeadingPass("capital lines without Vietnamese marks", len(suspects), len(fixed))
 
 
 TESSERACT = TesseractEngine()
