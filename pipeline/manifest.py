@@ -169,6 +169,14 @@ class OcrInputRecord(_Part):
     seals: list[SealRecord]
 
 
+class SecondPassRecord(_Part):
+    """A second OCR reading of part of a page: why, how many lines were read again and how many changed."""
+
+    reason: str
+    lines_read: int
+    lines_changed: int
+
+
 class PageRecord(_Part):
     """One source page, with every measured value that drove a decision about it."""
 
@@ -202,10 +210,12 @@ class PageRecord(_Part):
     ocr_engine: PageEngine | None = None
     # Absent in manifests written before OCR input preparation; null for a page no engine read.
     ocr_input: OcrInputRecord | None = None
+    # Null when the page was read once; absent in manifests written before it (see pipeline/headings.py).
+    ocr_second_pass: SecondPassRecord | None = None
 
     @model_serializer(mode="wrap")
     def _as_written(self, handler) -> dict[str, Any]:
-        return _omit_unset(self, handler(self), ("ocr_engine", "ocr_input"))
+        return _omit_unset(self, handler(self), ("ocr_engine", "ocr_input", "ocr_second_pass"))
 
 
 class RecordManifest(_Part):

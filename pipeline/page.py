@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class PageResult:
     image_bytes: int = 0
     # How the copy OCR read was made from the page: resolution, skew left to Tesseract, colour dropout, seals.
     ocr_input: dict | None = None
+    # A second OCR reading of part of the page, with its reason; None when it was read once.
+    ocr_second_pass: dict | None = None
     # Work files and text, kept out of the manifest's page records.
     page_pdf: str | None = field(default=None, repr=False)
     thumbnail: str | None = field(default=None, repr=False)
@@ -118,6 +121,8 @@ def process_page(
             )  # fmt: skip
         result.ocr_engine = engine.name
         result.ocr_input = _ocr_input_record(prepared)
+        if ocr.second_pass is not None:
+            result.ocr_second_pass = dataclasses.asdict(ocr.second_pass)
         text_skew = prepared.residual_skew_deg
         del level, prepared
     del gray
