@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 # The page must be Vietnamese: this share of its lines carry a Vietnamese mark.
 MIN_VIETNAMESE_LINES = 0.3
-PAD = 0.35  # of the line height, around each crop
+PAD = 0.2  # of the line height, around each crop: enough for marks, little of the next line
 _EDGES = "\"'“”‘’()[]{}<>.,;:!?…-–—/\\|*"
 
 
@@ -72,7 +72,7 @@ def _has_mark(word: str) -> bool:
 
 
 def suspect_lines(words: list[Word]) -> list[int]:
-    """Capital lines of Vietnamese syllables on a page where Vietnamese lines are common."""
+    """Lines with capital Vietnamese syllables lacking marks, on a page where Vietnamese lines are common."""
     by_line: dict[int, list[Word]] = {}
     for word in words:
         by_line.setdefault(word.line, []).append(word)
@@ -81,12 +81,12 @@ def suspect_lines(words: list[Word]) -> list[int]:
         return []
     suspects = []
     for index, line in by_line.items():
-        letters = [w.text.strip(_EDGES) for w in line]
-        letters = [w for w in letters if w.isalpha()]
-        if len(letters) < 2 or not all(vietnamese.could_be_syllable(w) for w in letters):
-            continue
-        capitals = sum(1 for w in letters if sum(ch.isupper() for ch in w) * 2 > len(w))
-        if capitals >= 0.7 * len(letters) and not all(_has_mark(w) for w in letters if len(w) > 1):
+        bare_capitals = [
+            w for w in (word.text.strip(_EDGES) for word in line)
+            if len(w) > 1 and w.isalpha() and w.isupper() and not _has_mark(w) and vietnamese.could_be_syllable(w)
+        ]  # fmt: skip
+        # Two unmarked capital syllables: a heading, or a signature block's title, the English model took.
+        if len(bare_capitals) >= 2:
             suspects.append(index)
     return suspects
 
@@ -94,24 +94,22 @@ def suspect_lines(words: list[Word]) -> list[int]:
 def reread(
     gray: np.ndarray, words: list[Word], lines: list[int], *, work: Path, dpi: int, timeout: float
 ) -> dict[int, list[str]]:
-    """Read the given lines again with `vie` alone; line index -> its new words, where accepted."""
-    crops, spans = [], []
+    """Read the given lines again with `vie` alone; line index -> its words with the accepted new readings."""
+    crops, origins = [], []  # origins: (page x, page y, stack y) of each crop's top-left corner
     y = 0
     for index in lines:
         boxes = [w.box for w in words if w.line == index]
-        left = min(b[0] for b in boxes)
-        top = min(b[1] for b in boxes)
-        right = max(b[0] + b[2] for b in boxes)
-        bottom = max(b[1] + b[3] for b in boxes)
+        left, top = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        right, bottom = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
         pad = max(4, int(PAD * (bottom - top)))
-        crop = gray[max(0, top - pad) : bottom + pad, max(0, left - pad) : right + pad]
+        x0, y0 = max(0, left - pad), max(0, top - pad)
+        crop = gray[y0 : bottom + pad, x0 : right + pad]
         crops.append(crop)
-        spans.append((y, y + crop.shape[0]))
-        y += crop.shape[0]
-    width = max(c.shape[1] for c in crops)
-    stacked = np.full((y, width), 255, np.uint8)
-    for crop, (start, end) in zip(crops, spans, strict=True):
-        stacked[start:end, : crop.shape[1]] = crop
+        origins.append((x0, y0, y))
+        y += crop.shape[0] + pad  # a white gap, so Tesseract keeps the lines apart
+    stacked = np.full((y, max(c.shape[1] for c in crops)), 255, np.uint8)
+    for crop, (_, _, start) in zip(crops, origins, strict=True):
+        stacked[start : start + crop.shape[0], : crop.shape[1]] = crop
     image = work.with_suffix(".headings.pgm")
     image.write_bytes(cv2.imencode(".pgm", stacked)[1])
     try:
@@ -121,24 +119,33 @@ def reread(
         return {}
     finally:
         image.unlink(missing_ok=True)
-    found: dict[int, list[tuple[int, str]]] = {}
+    placed = []  # the new words, in page coordinates
     for word in read_words(tsv):
         centre = word.box[1] + word.box[3] / 2
-        slot = next((i for i, (start, end) in enumerate(spans) if start <= centre < end), None)
-        if slot is not None:
-            found.setdefault(slot, []).append((word.box[0], word.text))
+        for (x0, y0, start), crop in zip(origins, crops, strict=True):
+            if start <= centre < start + crop.shape[0]:
+                placed.append((word.text, (word.box[0] + x0, word.box[1] - start + y0, word.box[2], word.box[3])))
     tsv.unlink(missing_ok=True)
     accepted = {}
-    for slot, index in enumerate(lines):
-        new = [text for _, text in sorted(found.get(slot, []))]
-        old = [w.text for w in words if w.line == index]
-        if len(new) != len(old):
-            continue
-        # Word by word: the Vietnamese reading wins where its letters are the same, marks aside.
-        merged = [b if _base_letters(a) == _base_letters(b) else a for a, b in zip(old, new, strict=True)]
-        if merged != old:
-            accepted[index] = [unicodedata.normalize("NFC", w) for w in merged]
+    for index in lines:
+        old = [w for w in words if w.line == index]
+        merged = [_matching(w, placed) or w.text for w in old]
+        if merged != [w.text for w in old]:
+            accepted[index] = merged
     return accepted
+
+
+def _matching(word: Word, placed: list[tuple[str, tuple[int, int, int, int]]]) -> str | None:
+    """The new reading at the word's place, if it is the same letters (marks aside)."""
+    left, top, width, height = word.box
+    best, best_overlap = None, 0.5 * width
+    for text, (x, y, w, h) in placed:
+        overlap = min(left + width, x + w) - max(left, x)
+        if overlap > best_overlap and top <= y + h / 2 <= top + height:
+            best, best_overlap = text, overlap
+    if best is None or _base_letters(best) != _base_letters(word.text):
+        return None
+    return unicodedata.normalize("NFC", best)
 
 
 def rewrite_text_layer(text_pdf: Path, words: list[Word], fixed: dict[int, list[str]]) -> bool:
