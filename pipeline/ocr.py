@@ -5,7 +5,9 @@ from any engine under the stored image:
 
 - `PageText.text_pdf` is a one-page PDF file (or None when the engine failed on the page);
 - its MediaBox is [0 0 W H] with W, H = the image's width and height in pixels × 72 / dpi,
-  the image being the level, upright page handed to `read_page` at the `dpi` handed with it;
+  the image being the upright page handed to `read_page` at the `dpi` handed with it (a page
+  skewed by up to 2° is handed over unlevelled, since Tesseract levels such lines better than
+  resampling does: the layer is then drawn turned by that skew, so it still lands on the words);
 - text positions are in PDF points of that page, y up from its bottom-left corner, so a word's
   box covers the same spot as the word on the image;
 - text is invisible (render mode 3, `3 Tr`), and the page draws nothing else: no images, no
@@ -94,7 +96,7 @@ class OcrEngine(Protocol):
         ...
 
     def read_page(self, gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeout: float) -> PageText:
-        """Read a level, upright gray page; files go next to `work` (a path stem). A crash or timeout
+        """Read an upright gray page (skewed by 2° at most); files go next to `work` (a path stem). A crash or timeout
         gives an empty PageText with `failure` set, not an exception."""
         ...
 

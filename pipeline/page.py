@@ -108,9 +108,10 @@ def process_page(
         skew = _applied_skew(geo, settings)
         with clock.stage("deskew"):
             prepared = ocr_input.prepare(page.image, gray, dpi=page.dpi, quarter_turns=geo.quarter_turns, skew_deg=skew)
-            level = (
-                geometry.level_image(gray, quarter_turns=geo.quarter_turns, skew_deg=skew - prepared.residual_skew_deg, fill=255)
-                if prepared.scale != 1.0 or prepared.colour_dropout else prepared.image
+            # Barcodes are read on the stored resolution (symbol boxes are used in its pixels); they are
+            # black, so the colour dropout does not touch them.
+            level = prepared.image if prepared.scale == 1.0 else geometry.level_image(
+                gray, quarter_turns=geo.quarter_turns, skew_deg=skew - prepared.residual_skew_deg, fill=255
             )  # fmt: skip
         with clock.stage("barcodes"):
             symbols = barcodes.read_symbols(level)
