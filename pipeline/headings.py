@@ -92,7 +92,8 @@ def suspect_lines(words: list[Word]) -> list[int]:
 
 
 def reread(
-    gray: np.ndarray, words: list[Word], lines: list[int], *, work: Path, dpi: int, timeout: float
+    gray: np.ndarray, words: list[Word], lines: list[int], *, work: Path, dpi: int, timeout: float,
+    user_words: Path | None = None,
 ) -> dict[int, list[str]]:
     """Read the given lines again with `vie` alone; line index -> its words with the accepted new readings."""
     crops, origins = [], []  # origins: (page x, page y, stack y) of each crop's top-left corner
@@ -113,7 +114,9 @@ def reread(
     image = work.with_suffix(".headings.pgm")
     image.write_bytes(cv2.imencode(".pgm", stacked)[1])
     try:
-        tsv = tesseract.read_lines(image, work.with_suffix(".headings"), language="vie", dpi=dpi, timeout=timeout)
+        tsv = tesseract.read_lines(
+            image, work.with_suffix(".headings"), language="vie", dpi=dpi, timeout=timeout, user_words=user_words
+        )  # fmt: skip
     except ExternalProgramError as exc:
         log.warning("%s: second reading of headings failed (%s); keeping the first", work.name, exc)
         return {}

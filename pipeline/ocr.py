@@ -165,7 +165,8 @@ def _restore_headings(
     suspects = headings.suspect_lines(words)
     if not suspects:
         return text, None
-    fixed = headings.reread(gray, words, suspects, work=work, dpi=dpi, timeout=timeout)
+    with resources.as_file(USER_WORDS) as user_words:
+        fixed = headings.reread(gray, words, suspects, work=work, dpi=dpi, timeout=timeout, user_words=user_words)
     if fixed and not headings.rewrite_text_layer(files.text_pdf, words, fixed):
         log.warning("%s: text layer does not match the word list; headings left as first read", work.name)
         fixed = {}
