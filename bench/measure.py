@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import os
+import re
 import subprocess
 import threading
 import time
@@ -118,8 +119,16 @@ def words(text: str) -> collections.Counter:
     return collections.Counter(unicodedata.normalize("NFC", text).split())
 
 
-def word_accuracy(truth: str, found: str) -> float:
-    """Share of the ground truth's words found, order-insensitively (multisets after NFC)."""
+def join_hyphens(text: str) -> str:
+    """A word broken at the end of a line ("sim-" / "ply") made whole, as pdftotext itself does."""
+    return re.sub(r"(\w)-[ \t]*\n[ \t]*(\w)", r"\1\2", text)
+
+
+def word_accuracy(truth: str, found: str, *, joined: bool = False) -> float:
+    """Share of the ground truth's words found, order-insensitively (multisets after NFC);
+    `joined`: end-of-line hyphens joined on both sides first."""
+    if joined:
+        truth, found = join_hyphens(truth), join_hyphens(found)
     expected, got = words(truth), words(found)
     return sum((expected & got).values()) / max(1, sum(expected.values()))
 

@@ -192,6 +192,32 @@ class PdfSourcePage(_Part):
     ocr: bool  # whether we OCRed the page
 
 
+class SealRecord(_Part):
+    """A red seal on the page: its box in mm from the stored image's top-left corner (left, top, width, height)."""
+
+    box_mm: tuple[Number, Number, Number, Number]
+    red_share: Number
+
+
+class OcrInputRecord(_Part):
+    """How the copy that OCR read was made: its resolution and scale, the skew left for Tesseract
+    (the text layer is turned by it), whether red/blue ink was dropped, and the seals found."""
+
+    dpi: Number
+    scale: Number
+    residual_skew_deg: Number
+    colour_dropout: bool
+    seals: list[SealRecord]
+
+
+class SecondPassRecord(_Part):
+    """A second OCR reading of part of a page: why, how many lines were read again and how many changed."""
+
+    reason: str
+    lines_read: int
+    lines_changed: int
+
+
 class PageRecord(_Part):
     """One source page, with every measured value that drove a decision about it."""
 
@@ -225,10 +251,14 @@ class PageRecord(_Part):
     ocr_engine: PageEngine | None = None
     # Only for a page of a PDF input, and absent in manifests written before it was recorded.
     pdf_source: PdfSourcePage | None = None
+    # Absent in manifests written before OCR input preparation; null for a page no engine read.
+    ocr_input: OcrInputRecord | None = None
+    # Null when the page was read once; absent in manifests written before it (see pipeline/headings.py).
+    ocr_second_pass: SecondPassRecord | None = None
 
     @model_serializer(mode="wrap")
     def _as_written(self, handler) -> dict[str, Any]:
-        data = _omit_unset(self, handler(self), ("ocr_engine",))
+        data = _omit_unset(self, handler(self), ("ocr_engine", "ocr_input", "ocr_second_pass"))
         if self.pdf_source is None:
             data.pop("pdf_source", None)
         return data

@@ -5,7 +5,9 @@ from any engine under the stored image:
 
 - `PageText.text_pdf` is a one-page PDF file (or None when the engine failed on the page);
 - its MediaBox is [0 0 W H] with W, H = the image's width and height in pixels × 72 / dpi,
-  the image being the level, upright page handed to `read_page` at the `dpi` handed with it;
+  the image being the upright page handed to `read_page` at the `dpi` handed with it (a page
+  skewed by up to 2° is handed over unlevelled, since Tesseract levels such lines better than
+  resampling does: the layer is then drawn turned by that skew, so it still lands on the words);
 - text positions are in PDF points of that page, y up from its bottom-left corner, so a word's
   box covers the same spot as the word on the image;
 - text is invisible (render mode 3, `3 Tr`), and the page draws nothing else: no images, no
@@ -39,6 +41,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from pipeline import headings
 from pipeline._exec import tesseract
 from pipeline.errors import ExternalProgramError
 from pipeline.sources import PageRef
@@ -59,6 +62,8 @@ class PageText:
     mean_confidence: float | None  # 0-100
     words: int
     failure: str | None = None
+    # A second reading of part of the page, with its reason (see pipeline/headings.py).
+    second_pass: headings.HeadingPass | None = None
 
     @property
     def characters(self) -> int:
@@ -91,7 +96,7 @@ class OcrEngine(Protocol):
         ...
 
     def read_page(self, gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeout: float) -> PageText:
-        """Read a level, upright gray page; files go next to `work` (a path stem). A crash or timeout
+        """Read an upright gray page (skewed by 2° at most); files go next to `work` (a path stem). A crash or timeout
         gives an empty PageText with `failure` set, not an exception."""
         ...
 
@@ -146,7 +151,28 @@ class TesseractEngine:
         confidences = _word_confidences(files.tsv)
         text = unicodedata.normalize("NFC", files.txt.read_text("utf-8")).replace("\f", "").strip()
         mean = round(sum(confidences) / len(confidences), 2) if confidences else None
-        return PageText(text=text, text_pdf=files.text_pdf, mean_confidence=mean, words=len(confidences))
+        second = None
+        if "vie" in languages.split("+") and "+" in languages:
+            text, second = _restore_headings(gray, files, text, work=work, dpi=round(dpi), timeout=timeout)
+        return PageText(text=text, text_pdf=files.text_pdf, mean_confidence=mean, words=len(confidences), second_pass=second)
+
+
+def _restore_headings(
+    gray: np.ndarray, files: tesseract.OcrFiles, text: str, *, work: Path, dpi: int, timeout: float
+) -> tuple[str, headings.HeadingPass | None]:
+    """Vietnamese capital lines that lost every mark to the English model, read again in Vietnamese."""
+    words = headings.read_words(files.tsv)
+    suspects = headings.suspect_lines(words)
+    if not suspects:
+        return text, None
+    with resources.as_file(USER_WORDS) as user_words:
+        fixed = headings.reread(gray, words, suspects, work=work, dpi=dpi, timeout=timeout, user_words=user_words)
+    if fixed and not headings.rewrite_text_layer(files.text_pdf, words, fixed):
+        log.warning("%s: text layer does not match the word list; headings left as first read", work.name)
+        fixed = {}
+    if fixed:
+        text = headings.rewrite_text(text, words, fixed)
+    return text, headings.HeadingPass("capital lines without Vietnamese marks", len(suspects), len(fixed))
 
 
 TESSERACT = TesseractEngine()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import cv2
 
-from pipeline import barcodes, geometry, paper, pdfsource, standard, triage, vietnamese
+from pipeline import barcodes, geometry, ocr_input, paper, pdfsource, standard, triage, vietnamese
 from pipeline._exec import pdftotext
 from pipeline.blank import BlankEvidence, detect_blank
 from pipeline.errors import CorruptInput
@@ -56,6 +56,10 @@ class PageResult:
     image_encoding: str | None = None
     image_bytes: int = 0
     pdf_source: dict | None = None  # a PDF input's page: kept or rendered, and why (manifest.PdfSourcePage)
+    # How the copy OCR read was made from the page: resolution, skew left to Tesseract, colour dropout, seals.
+    ocr_input: dict | None = None
+    # A second OCR reading of part of the page, with its reason; None when it was read once.
+    ocr_second_pass: dict | None = None
     # Work files and text, kept out of the manifest's page records.
     page_pdf: str | None = field(default=None, repr=False)
     thumbnail: str | None = field(default=None, repr=False)
@@ -97,6 +101,7 @@ def process_page(
         evidence = detect_blank(analysis, settings.blank)
     geo = geometry.Geometry(0, 0.0, 0.0, 0.0, 0, "none")
     ocr = EMPTY_PAGE
+    text_skew = 0.0
     symbols: list[barcodes.Symbol] = []
     page_pdf = stem.with_suffix(".page.pdf")
     plan = pdfsource.plan(page.pdf_survey, settings.ocr.existing_text) if page.pdf_survey else None
@@ -104,7 +109,7 @@ def process_page(
     if plan is not None and not plan.ocr:
         # A page keeping its own text is not read; if PDF/A refuses its content, it is read after all.
         with clock.stage("encode"):
-            kept = _keep_pdf_page(result, page, plan, geo, 0.0, None, page_pdf, settings)
+            kept = _keep_pdf_page(result, page, plan, geo, 0.0, None, 0.0, page_pdf, settings)
         if kept is not None:
             with clock.stage("ocr"):
                 # Its own text, for the record's text file, as OCR's would be.
@@ -124,16 +129,25 @@ def process_page(
                 geo = _ask_engine(engine, analysis, geo, stem, settings)
         skew = _applied_skew(geo, settings)
         with clock.stage("deskew"):
-            level = geometry.level_image(gray, quarter_turns=geo.quarter_turns, skew_deg=skew, fill=255)
+            prepared = ocr_input.prepare(page.image, gray, dpi=page.dpi, quarter_turns=geo.quarter_turns, skew_deg=skew)
+            # Barcodes are read on the stored resolution (symbol boxes are used in its pixels); they are
+            # black, so the colour dropout does not touch them.
+            level = prepared.image if prepared.scale == 1.0 else geometry.level_image(
+                gray, quarter_turns=geo.quarter_turns, skew_deg=skew - prepared.residual_skew_deg, fill=255
+            )  # fmt: skip
         with clock.stage("barcodes"):
             symbols = barcodes.read_symbols(level)
         with clock.stage("ocr"):
             ocr = engine.read_page(
-                level, dpi=page.dpi, work=stem, languages=settings.ocr.languages,
+                prepared.image, dpi=prepared.dpi, work=stem, languages=settings.ocr.languages,
                 timeout=settings.ocr.page_timeout_s,
             )  # fmt: skip
         result.ocr_engine = engine.name
-        del level
+        result.ocr_input = _ocr_input_record(prepared)
+        if ocr.second_pass is not None:
+            result.ocr_second_pass = dataclasses.asdict(ocr.second_pass)
+        text_skew = prepared.residual_skew_deg
+        del level, prepared
     del gray
     skew = _applied_skew(geo, settings)
     width, height = page.image.size
@@ -157,14 +171,14 @@ def process_page(
         result.thumbnail = str(_thumbnail(analysis, geo, stem))
     with clock.stage("encode"):
         if kept is None and plan is not None and plan.keep_original:
-            kept = _keep_pdf_page(result, page, plan, geo, skew, ocr.text_pdf, page_pdf, settings)
+            kept = _keep_pdf_page(result, page, plan, geo, skew, ocr.text_pdf, text_skew, page_pdf, settings)
         if kept is None:
             stored = encode_for_storage(
                 page, profile=settings.output.profile, jpeg_quality=settings.output.jpeg_quality
             )
             build_page_pdf(
                 stored, size_px=page.image.size, dpi=page.dpi, quarter_turns=geo.quarter_turns,
-                skew_deg=skew, text_pdf=ocr.text_pdf, out=page_pdf,
+                skew_deg=skew, text_pdf=ocr.text_pdf, out=page_pdf, text_skew_deg=text_skew,
             )  # fmt: skip
             result.image_encoding, result.image_bytes = stored.encoding, len(stored.data)
         else:
@@ -182,6 +196,7 @@ def _keep_pdf_page(
     geo: geometry.Geometry,
     skew: float,
     text_pdf: Path | None,
+    text_skew: float,
     page_pdf: Path,
     settings: Settings,
 ) -> KeptOriginal | None:
@@ -190,7 +205,7 @@ def _keep_pdf_page(
         kept = keep_original_page(
             page.ref.path, frame=page.ref.frame, flavour=settings.output.pdfa,
             drop_invisible_text=plan.drop_invisible_text, size_px=page.image.size, dpi=page.dpi,
-            quarter_turns=geo.quarter_turns, skew_deg=skew, text_pdf=text_pdf, out=page_pdf,
+            quarter_turns=geo.quarter_turns, skew_deg=skew, text_pdf=text_pdf, text_skew_deg=text_skew, out=page_pdf,
             jpeg_quality=settings.output.jpeg_quality,
         )  # fmt: skip
     except OriginalNotKept as exc:
@@ -278,6 +293,16 @@ def _thumbnail(analysis: geometry.AnalysisImage, geo: geometry.Geometry, stem: P
     path = stem.with_suffix(".thumb.png")
     path.write_bytes(cv2.imencode(".png", small)[1])  # cv2.imwrite would fail silently on a full disk
     return path
+
+
+def _ocr_input_record(prepared: ocr_input.OcrInput) -> dict:
+    return {
+        "dpi": round(prepared.dpi, 2),
+        "scale": round(prepared.scale, 4),
+        "residual_skew_deg": round(prepared.residual_skew_deg, 2),
+        "colour_dropout": prepared.colour_dropout,
+        "seals": [{"box_mm": list(seal.box_mm), "red_share": seal.red_share} for seal in prepared.seals],
+    }
 
 
 def _applied_skew(geo: geometry.Geometry, settings: Settings) -> float:

@@ -94,14 +94,18 @@ def build_page_pdf(
     skew_deg: float,
     text_pdf: Path | None,
     out: Path,
+    text_skew_deg: float = 0.0,
 ) -> None:
-    """Write a one-page PDF: img2pdf embeds the image bytes as they are; pikepdf places them."""
+    """Write a one-page PDF: img2pdf embeds the image bytes as they are; pikepdf places them.
+
+    `text_skew_deg`: the skew left in the image OCR read; its layer is turned by it about the centre.
+    """
     layout = img2pdf.get_fixed_dpi_layout_fun((dpi, dpi))
     image_pdf = pikepdf.open(io.BytesIO(img2pdf.convert(stored.data, layout_fun=layout)))
     page = image_pdf.pages[0]
     (name, _image), = page.get_images(recursive=False).items()
     _draw_under_text(image_pdf, name, size_px=size_px, dpi=dpi, quarter_turns=quarter_turns, skew_deg=skew_deg,
-                     unit=b"", text_pdf=text_pdf, out=out)  # fmt: skip
+                     unit=b"", text_pdf=text_pdf, text_skew_deg=text_skew_deg, out=out)  # fmt: skip
 
 
 def _draw_under_text(
@@ -114,6 +118,7 @@ def _draw_under_text(
     skew_deg: float,
     unit: bytes,
     text_pdf: Path | None,
+    text_skew_deg: float,
     out: Path,
     save: Callable[[pikepdf.Pdf, Path], None] | None = None,
 ) -> None:
@@ -136,7 +141,8 @@ def _draw_under_text(
             text = stack.enter_context(pikepdf.open(text_pdf))
             layer = pdf.copy_foreign(text.pages[0].as_form_xobject())
             page.Resources.XObject[pikepdf.Name.OcrText] = layer
-            content += b" q /OcrText Do Q"
+            turn = _turn_about_centre(page_w, page_h, text_skew_deg)
+            content += f" q {' '.join(f'{v:.6f}' for v in turn)} cm /OcrText Do Q".encode()
         page.Contents = pdf.make_stream(content)
         if save is None:
             pdf.save(out)
@@ -177,6 +183,7 @@ def keep_original_page(
     quarter_turns: int,
     skew_deg: float,
     text_pdf: Path | None,
+    text_skew_deg: float,
     out: Path,
     jpeg_quality: int,
 ) -> KeptOriginal:
@@ -208,7 +215,7 @@ def keep_original_page(
         unit = f"{1 / (x1 - x0):.9f} 0 0 {1 / (y1 - y0):.9f} {-x0 / (x1 - x0):.9f} {-y0 / (y1 - y0):.9f} cm ".encode()
 
         _draw_under_text(record, "/Scan", size_px=size_px, dpi=dpi, quarter_turns=quarter_turns, skew_deg=skew_deg,
-                         unit=unit, text_pdf=text_pdf, out=out,
+                         unit=unit, text_pdf=text_pdf, text_skew_deg=text_skew_deg, out=out,
                          save=functools.partial(_save_as_pdfa, flavour=flavour))  # fmt: skip
         images = list(pdfsource.images_in(kept.get("/Resources")))
         return KeptOriginal(
@@ -285,3 +292,11 @@ def _jpx_to_jpeg(image: pikepdf.Stream, *, jpeg_quality: int) -> None:
     for key in ("/SMaskInData", "/Decode", "/DecodeParms"):
         if key in image:
             del image[key]
+
+
+def _turn_about_centre(width_pt: float, height_pt: float, degrees: float) -> tuple[float, ...]:
+    """The `cm` turning the page counterclockwise (as seen) by `degrees` about its centre."""
+    phi = math.radians(degrees)
+    cos, sin = math.cos(phi), math.sin(phi)
+    cx, cy = width_pt / 2, height_pt / 2
+    return (cos, sin, -sin, cos, cx - cos * cx + sin * cy, cy - sin * cx - cos * cy)

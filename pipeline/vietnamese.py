@@ -12,6 +12,9 @@ _NUCLEUS = r"(?:uyê|uya|oa|oă|oe|uâ|uê|uy|uơ|ua|uô|ưa|ươ|ia|iê|yê|a|�
 _CODA = r"(?:nh|ng|ch|[cmnpt]|[iyou])?"
 _SYLLABLE = re.compile(f"^{_ONSET}{_NUCLEUS}{_CODA}$")
 _VIETNAMESE_LETTERS = set("ăâđêôơư")
+# The same syllables with every mark gone, as an English model reads a Vietnamese capital heading.
+_BARE_NUCLEUS = r"(?:uye|uya|oa|oe|ua|ue|uy|uo|ia|ie|ye|a|e|i|o|u|y)"
+_BARE_SYLLABLE = re.compile(f"^{_ONSET.replace('đ', '')}{_BARE_NUCLEUS}{_CODA}$")
 _WORD_EDGES = "\"'“”‘’()[]{}<>.,;:!?…-–—/\\|*"
 
 
@@ -27,6 +30,13 @@ def _looks_vietnamese(word: str) -> bool:
 
 def is_syllable(word: str) -> bool:
     return bool(_SYLLABLE.match(_strip_tones(word)))
+
+
+def could_be_syllable(word: str) -> bool:
+    """Whether the word is a Vietnamese syllable once its marks are put back (or already has them)."""
+    decomposed = unicodedata.normalize("NFD", word.lower().replace("đ", "d"))
+    bare = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return bool(_BARE_SYLLABLE.match(bare))
 
 
 def words_of(text: str) -> list[str]:

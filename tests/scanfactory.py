@@ -1043,3 +1043,17 @@ def id_card_page(*, dpi: int, name: str, number: str, seed: int = 0) -> np.ndarr
                               "Giới tính: Nữ   Quốc tịch: Việt Nam"]):
         draw.text((tx, y + round((3.6 + n) * line)), _nfc(text), font=regular, fill=0, anchor="ls")
     return np.asarray(img, dtype=np.uint8).copy()
+
+
+def stamp_seal(rgb: np.ndarray, *, centre: tuple[int, int], dpi: int, size_mm: float = 38.0, seed: int = 0,
+               ink: tuple[int, int, int] = (205, 35, 45), text: str = "PHƯỜNG BẾN THỦY * THÀNH PHỐ VINH *") -> np.ndarray:
+    """A round red seal stamped over whatever is at `centre` (x, y): multiply blend, so text under it stays black."""
+    rng = np.random.default_rng(seed)
+    size = int(round(_mm(size_mm, dpi)))
+    alpha = _stamp_mask(size, text=_nfc(text), rng=rng) * 0.85
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 0.5 * dpi / 300)
+    out = rgb.astype(np.float32)
+    x0, y0 = centre[0] - size // 2, centre[1] - size // 2
+    tile = out[y0:y0 + size, x0:x0 + size]
+    tile *= 1 - alpha[..., None] * (1 - np.array(ink, np.float32) / 255)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)

@@ -100,6 +100,21 @@ def ocr(
     return files
 
 
+def read_lines(
+    image: Path, out_base: Path, *, language: str, dpi: int, timeout: float, user_words: Path | None = None
+) -> Path:
+    """Read an image of stacked text lines (a uniform block) into word boxes (TSV)."""
+    argv = [PROGRAM, str(image), str(out_base), "-l", language, "--dpi", str(dpi), "--psm", "6"]
+    if user_words is not None:
+        argv += ["--user-words", str(user_words)]
+    argv += ["tsv"]
+    tsv = out_base.parent / f"{out_base.name}.tsv"
+    run(argv, timeout=timeout, env=ENV, what=f"second reading of {image.name}")
+    if not tsv.exists():
+        raise ExternalProgramError(f"tesseract wrote no .tsv for {image.name}")
+    return tsv
+
+
 @dataclass(frozen=True)
 class OsdResult:
     rotate: int  # degrees clockwise that make the page upright
