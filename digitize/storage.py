@@ -129,6 +129,19 @@ class Store(ABC):
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
 
+    def children(self, prefix: str = "") -> list[str]:
+        """The names one level below `prefix` ("a/" for a folder, "b" for an object), without listing deeper."""
+        return sorted({o.key[len(prefix):].split("/", 1)[0] + ("/" if "/" in o.key[len(prefix):] else "") for o in self.list(prefix)})
+
+    def copy(self, source: str, dest: str) -> None:
+        """Copy one object to another key of this store, whole or not at all."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="digitize-copy-") as tmp:
+            local = Path(tmp) / "object"
+            self.download(source, local)
+            self.upload(dest, local)
+
     def check_access(self) -> None:
         """Fail now, as one line, when the store will not answer or refuses us; a folder is checked on use."""
 
@@ -157,7 +170,9 @@ class LocalStore(Store):
 
     def list(self, prefix: str = "") -> list[StoredObject]:
         found = []
-        for path in sorted(self.root.rglob("*")):
+        # Walk only the folder the prefix names, so listing one batch does not cost the whole store.
+        folder = self.root / check_key(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
+        for path in sorted(folder.rglob("*")):
             if path.is_file() and not path.name.startswith(atomic.TEMP_PREFIX):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
@@ -192,6 +207,12 @@ class LocalStore(Store):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def children(self, prefix: str = "") -> list[str]:
+        folder = self.root / check_key(prefix.rstrip("/")) if prefix else self.root
+        if not folder.is_dir():
+            return []
+        return sorted(p.name + "/" if p.is_dir() else p.name for p in folder.iterdir() if not p.name.startswith(atomic.TEMP_PREFIX))
 
 
 class S3Store(Store):
@@ -238,6 +259,18 @@ class S3Store(Store):
             objects = self._client.list_objects(self.bucket, prefix=start, recursive=True)
             cut = len(self.prefix) + 1 if self.prefix else 0
             return [StoredObject(o.object_name[cut:], o.size, o.last_modified) for o in objects if not o.is_dir]
+
+    def children(self, prefix: str = "") -> list[str]:
+        start = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        with self._errors(f"listing {prefix or '/'}"):
+            return sorted(o.object_name[len(start):] for o in self._client.list_objects(self.bucket, prefix=start))
+
+    def copy(self, source: str, dest: str) -> None:
+        from minio.commonconfig import CopySource
+
+        # Server-side: the object's bytes never leave the store (single request up to 5 GiB).
+        with self._errors(f"copying {source} to {dest}"):
+            self._client.copy_object(self.bucket, self._name(dest), CopySource(self.bucket, self._name(source)))
 
     def download(self, key: str, dest: Path) -> None:
         # A full or read-only local disk is an OutputError naming it, not an S3 failure.

@@ -18,6 +18,7 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from digitize.audit import AuditLog
+from digitize.done_area import move_finished, sweep_done_area
 from digitize.batchjob import run_claimed_batch
 from digitize.inbox import BatchState, Claim, Readiness, apply_retention, scan_inbox
 from digitize.preflight import check_service, work_dir
@@ -151,6 +152,11 @@ def _night(settings: AppSettings, jobs: int, wait_for_held: bool) -> NightReport
         raise
     run_id = str(flow_run.get_id() or uuid.uuid4())
     audit = AuditLog(archive, run=run_id)
+    # Batches finished by earlier nights leave the listing now: old originals first (not worth
+    # copying), then the move into the done area, so tomorrow's listing no longer holds them.
+    apply_retention(inbox, states, settings.service.retention_days)
+    stays = move_finished(inbox, states)
+    finished_before = sum(s.state == Readiness.DONE for s in states)
     todo = [s for s in states if s.takeable]
     logger.info(
         "%d batches to take up, %d waiting, %d incomplete, %d refused", len(todo),
@@ -177,10 +183,11 @@ def _night(settings: AppSettings, jobs: int, wait_for_held: bool) -> NightReport
                 todo.append(state)
             else:
                 results[result.batch] = result.model_copy(update={"outcome": BatchOutcome.DONE_ELSEWHERE, "detail": ""})
-    apply_retention(inbox, states, settings.service.retention_days)
+    sweep_done_area(inbox, settings.service.retention_days)
     now = datetime.now(timezone.utc)
     report = NightReport(
         run=run_id, started=started_at, seconds=round(time.monotonic() - started, 1), batches=list(results.values()),
+        moved_to_done=finished_before - len(stays), stays_in_inbox=stays,
         queue=queue_left(scan_inbox(inbox, incomplete_after=incomplete_after), now, settings.service.claim_lease_s),
         review=review_queue(review, now),
     )  # fmt: skip
