@@ -121,3 +121,19 @@ def test_retention_sweeps_each_day_of_the_done_area_once_and_keeps_receipts_and_
     later = sweep_done_area(inbox, 7, now=now + timedelta(days=9))
     assert later == [date(2026, 11, 23) + timedelta(days=n) for n in range(9)], "days in between, by the calendar"
     assert "_done/2026/11/28/st/recent/scan.tif" not in keys(inbox, "_done/")
+
+
+def test_status_shows_pending_work_and_the_last_week_and_all_of_it_when_asked(inbox, tmp_path):
+    from digitize.config import app_settings
+    from digitize.status import service_status
+
+    recent = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+    finished_batch(inbox, "st/recent/", finished=recent)
+    move_finished(inbox, scan_inbox(inbox, incomplete_after=LATE))
+    locations = {"service.inbox": str(tmp_path / "inbox"), "service.archive": str(tmp_path / "archive"), "service.review": str(tmp_path / "review")}
+    settings = app_settings(None, {}, locations)
+
+    shown = [(b.batch, b.state) for b in service_status(settings, {}).batches]
+    assert shown == [("st/new/", "waiting"), ("st/recent/", "done")], "a batch of 2026-11-20 is not last week's"
+    everything = [(b.batch, b.state) for b in service_status(settings, {}, everything=True).batches]
+    assert everything == [("st/new/", "waiting"), ("st/recent/", "done"), ("st/old/", "done")]
