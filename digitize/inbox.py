@@ -349,8 +349,7 @@ class Claim:
             left = self.lease_s - (mine.modified - last_sign_of_life(winner)).total_seconds()
             self.holder = ClaimHolder(str(body.get("host", "?")), int(body.get("pid", 0)), str(body.get("at", "?")), max(0.0, left))
             return False
-        # No batch.json any more: the batch was finished and moved to the done area meanwhile.
-        return not self.store.exists(self.prefix + DONE_MARKER) and self.store.exists(self.prefix + BATCH_MANIFEST)
+        return not self.store.exists(self.prefix + DONE_MARKER)
 
     def _body(self, key: str) -> dict | None:
         try:

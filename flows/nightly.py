@@ -20,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from digitize.audit import AuditLog
 from digitize.done_area import move_finished, sweep_done_area
 from digitize.batchjob import run_claimed_batch
-from digitize.inbox import BatchState, Claim, Readiness, apply_retention, scan_inbox
+from digitize.inbox import BATCH_MANIFEST, BatchState, Claim, Readiness, apply_retention, scan_inbox
 from digitize.preflight import check_service, work_dir
 from digitize.night import (
     BatchOutcome, BatchResult, NightOutcome, NightReport, queue_left, review_queue, save_last_night, table_rows,
@@ -87,6 +87,9 @@ def process_batch(prefix: str, station: str, settings: AppSettings, jobs: int, r
             lease_left_s=claim.holder.lease_left_s,
         )  # fmt: skip
     try:
+        if not inbox.exists(prefix + BATCH_MANIFEST):
+            # Listed before another night finished it and moved it to the done area.
+            return BatchResult(batch=prefix, station=station, outcome=BatchOutcome.DONE_ELSEWHERE)
         folder = work_dir(settings)
         with writing_to(folder or tempfile.gettempdir()):
             scratch = tempfile.TemporaryDirectory(prefix="digitize-batch-", dir=folder)
