@@ -133,6 +133,9 @@ class Store(ABC):
         """The names one level below `prefix` ("a/" for a folder, "b" for an object), without listing deeper."""
         return sorted({o.key[len(prefix):].split("/", 1)[0] + ("/" if "/" in o.key[len(prefix):] else "") for o in self.list(prefix)})
 
+    def forget_folder(self, prefix: str) -> None:
+        """Remove what is left of the emptied folder `prefix`; object stores have no folders to leave."""
+
     def copy(self, source: str, dest: str) -> None:
         """Copy one object to another key of this store, whole or not at all."""
         import tempfile
@@ -170,8 +173,10 @@ class LocalStore(Store):
 
     def list(self, prefix: str = "") -> list[StoredObject]:
         found = []
-        # Walk only the folder the prefix names, so listing one batch does not cost the whole store.
-        folder = self.root / check_key(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
+        # Walk only the folder the prefix names, so listing one batch does not cost the whole store
+        # (a prefix no key may have, such as a station folder named with a control character, walks it all).
+        within = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        folder = self.root / within if within and key_problem(within) is None else self.root
         for path in sorted(folder.rglob("*")):
             if path.is_file() and not path.name.startswith(atomic.TEMP_PREFIX):
                 key = path.relative_to(self.root).as_posix()
@@ -207,6 +212,15 @@ class LocalStore(Store):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def forget_folder(self, prefix: str) -> None:
+        # Empty folders would be walked by every later listing of their parent.
+        folder = self._path(prefix.rstrip("/"))
+        for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [folder]:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (something arrived meanwhile), or already gone
+                pass
 
     def children(self, prefix: str = "") -> list[str]:
         folder = self.root / check_key(prefix.rstrip("/")) if prefix else self.root
@@ -254,7 +268,9 @@ class S3Store(Store):
             next(iter(self._client.list_objects(self.bucket, prefix=start)), None)
 
     def list(self, prefix: str = "") -> list[StoredObject]:
-        start = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        # Not checked as a key: a prefix cannot climb out of a bucket, and the nightly listing
+        # must see what stations put under unsafe names, to refuse it by name.
+        start = f"{self.prefix}/{prefix}" if self.prefix else prefix
         with self._errors(f"listing {prefix or '/'}"):
             objects = self._client.list_objects(self.bucket, prefix=start, recursive=True)
             cut = len(self.prefix) + 1 if self.prefix else 0

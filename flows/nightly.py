@@ -158,8 +158,7 @@ def _night(settings: AppSettings, jobs: int, wait_for_held: bool) -> NightReport
     # Batches finished by earlier nights leave the listing now: old originals first (not worth
     # copying), then the move into the done area, so tomorrow's listing no longer holds them.
     apply_retention(inbox, states, settings.service.retention_days)
-    stays = move_finished(inbox, states)
-    finished_before = sum(s.state == Readiness.DONE for s in states)
+    moves = move_finished(inbox, states)
     todo = [s for s in states if s.takeable]
     logger.info(
         "%d batches to take up, %d waiting, %d incomplete, %d refused", len(todo),
@@ -190,7 +189,7 @@ def _night(settings: AppSettings, jobs: int, wait_for_held: bool) -> NightReport
     now = datetime.now(timezone.utc)
     report = NightReport(
         run=run_id, started=started_at, seconds=round(time.monotonic() - started, 1), batches=list(results.values()),
-        moved_to_done=finished_before - len(stays), stays_in_inbox=stays,
+        moved_to_done=moves.moved, stays_in_inbox=moves.stays,
         queue=queue_left(scan_inbox(inbox, incomplete_after=incomplete_after), now, settings.service.claim_lease_s),
         review=review_queue(review, now),
     )  # fmt: skip

@@ -7,7 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from digitize.done_area import finished_batches, move_finished, sweep_done_area
+from digitize.done_area import Moves, finished_batches, move_finished, sweep_done_area
 from digitize.inbox import BATCH_MANIFEST, CLAIMS, DONE_MARKER, RETENTION_CURSOR, Readiness, scan_inbox
 from digitize.storage import LocalStore, StorageError
 
@@ -59,8 +59,9 @@ def inbox(tmp_path) -> CountingStore:
 def test_a_finished_batch_moves_to_its_day_and_the_listing_never_reads_the_done_area(inbox):
     states = scan_inbox(inbox, incomplete_after=LATE)
     assert {s.prefix: s.state for s in states} == {"st/old/": Readiness.DONE, "st/new/": Readiness.WAITING}
-    assert move_finished(inbox, states) == {}
+    assert move_finished(inbox, states) == Moves(moved=1, stays={})
     assert keys(inbox, "st/") == ["st/new/scan.tif"]
+    assert not (inbox.root / "st" / "old").exists(), "no empty folder is left for later listings to walk"
     assert keys(inbox, "_done/") == [
         "_done/2026/11/20/st/old/_done.json", "_done/2026/11/20/st/old/batch.json", "_done/2026/11/20/st/old/scan.tif",
     ], "the receipt and the scan move; the stale claim is deleted"
@@ -72,7 +73,7 @@ def test_a_finished_batch_moves_to_its_day_and_the_listing_never_reads_the_done_
 @pytest.mark.parametrize("crash_at", ["scan.tif", BATCH_MANIFEST, DONE_MARKER])
 def test_a_crash_during_the_move_is_finished_by_the_next_night_without_rewriting_the_done_area(inbox, crash_at):
     inbox.fail_delete = crash_at
-    left = move_finished(inbox, scan_inbox(inbox, incomplete_after=LATE))
+    left = move_finished(inbox, scan_inbox(inbox, incomplete_after=LATE)).stays
     assert list(left) == ["st/old/"] and "the worker died here" in left["st/old/"]
     copied = {k: (LocalStore.stat(inbox, k).modified, inbox.read_bytes(k)) for k in keys(inbox, "_done/")}
     assert len(copied) == 3, "everything was copied before anything was deleted"
@@ -81,7 +82,7 @@ def test_a_crash_during_the_move_is_finished_by_the_next_night_without_rewriting
     assert [s.state for s in states if s.prefix == "st/old/"] == [Readiness.DONE]
 
     inbox.fail_delete, inbox.copied = None, []
-    assert move_finished(inbox, states) == {}
+    assert move_finished(inbox, states) == Moves(moved=1, stays={})
     assert inbox.copied == [], "nothing in the done area is written twice"
     assert {k: (LocalStore.stat(inbox, k).modified, inbox.read_bytes(k)) for k in keys(inbox, "_done/")} == copied
     assert keys(inbox, "st/") == ["st/new/scan.tif"]
@@ -90,7 +91,7 @@ def test_a_crash_during_the_move_is_finished_by_the_next_night_without_rewriting
 def test_the_same_batch_name_finished_again_the_same_day_gets_its_own_place(inbox):
     move_finished(inbox, scan_inbox(inbox, incomplete_after=LATE))
     finished_batch(inbox, "st/old/", finished="2026-11-20T23:50:00+00:00", scan=b"II*\x00 dropped again")
-    assert move_finished(inbox, scan_inbox(inbox, incomplete_after=LATE)) == {}
+    assert move_finished(inbox, scan_inbox(inbox, incomplete_after=LATE)).stays == {}
     assert keys(inbox, "_done/2026/11/20/st/old~2/") == [f"_done/2026/11/20/st/old~2/{n}" for n in (DONE_MARKER, BATCH_MANIFEST, "scan.tif")]
     assert inbox.read_bytes("_done/2026/11/20/st/old/scan.tif") == b"II*\x00 scan", "the first batch's receipt is never overwritten"
     assert [(b.prefix, b.status) for b in finished_batches(inbox, since=date(2026, 11, 20))] == [("st/old/", "done"), ("st/old~2/", "done")]
@@ -133,3 +134,10 @@ def test_status_shows_pending_work_and_the_last_week_and_all_of_it_when_asked(in
     assert shown == [("st/new/", "waiting"), ("st/recent/", "done")], "a batch of 2026-11-20 is not last week's"
     everything = [(b.batch, b.state) for b in service_status(settings, {}, everything=True).batches]
     assert everything == [("st/new/", "waiting"), ("st/recent/", "done"), ("st/old/", "done")]
+
+
+def test_a_finished_batch_holding_an_unsafe_key_stays_quietly_for_a_person(inbox):
+    (inbox.root / "st" / "old" / "evil\nname.tif").write_bytes(b"refused by name on the night it ran")
+    moves = move_finished(inbox, scan_inbox(inbox, incomplete_after=LATE))
+    assert moves == Moves(moved=0, stays={}), "not moved, and not reported again every night"
+    assert inbox.copied == [] and "st/old/_done.json" in keys(inbox, "st/")
