@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from digitize.inbox import BATCH_MANIFEST, CLAIMS, DONE_AREA, DONE_MARKER, RETENTION_CURSOR, BatchState, Readiness
 from digitize.storage import Store, StorageDenied, StorageError, StoredObject, key_problem, printable_key
+from pipeline.errors import DigitizeError
 
 log = logging.getLogger(__name__)
 # Batches moved at once to the done area (the first night after an upgrade moves all history).
@@ -60,7 +61,7 @@ def move_finished(inbox: Store, states: list[BatchState]) -> Moves:
         except UnsafeLeftovers as exc:
             log.info("finished batch %s stays in the inbox: %s", printable_key(prefix), exc)
             return ""
-        except (NotMoved, StorageError, StorageDenied) as exc:
+        except (NotMoved, DigitizeError) as exc:  # S3, a refusal, or a full disk while copying
             if isinstance(exc, StorageError) and _gone(inbox, prefix):
                 return None  # another machine's night moved it meanwhile
             log.warning("finished batch %s stays in the inbox: %s", printable_key(prefix), exc)

@@ -213,6 +213,10 @@ class LocalStore(Store):
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 
+    def copy(self, source: str, dest: str) -> None:
+        with atomic.replacing(self._path(dest)) as fh, open(self._path(source), "rb") as original:
+            shutil.copyfileobj(original, fh)
+
     def forget_folder(self, prefix: str) -> None:
         # Empty folders would be walked by every later listing of their parent.
         folder = self._path(prefix.rstrip("/"))

@@ -157,7 +157,7 @@ def _night(settings: AppSettings, jobs: int, wait_for_held: bool) -> NightReport
     audit = AuditLog(archive, run=run_id)
     # Batches finished by earlier nights leave the listing now: old originals first (not worth
     # copying), then the move into the done area, so tomorrow's listing no longer holds them.
-    apply_retention(inbox, states, settings.service.retention_days)
+    _housekeeping("retention in the inbox", lambda: apply_retention(inbox, states, settings.service.retention_days))
     moves = move_finished(inbox, states)
     todo = [s for s in states if s.takeable]
     logger.info(
@@ -185,7 +185,7 @@ def _night(settings: AppSettings, jobs: int, wait_for_held: bool) -> NightReport
                 todo.append(state)
             else:
                 results[result.batch] = result.model_copy(update={"outcome": BatchOutcome.DONE_ELSEWHERE, "detail": ""})
-    sweep_done_area(inbox, settings.service.retention_days)
+    _housekeeping("retention in the done area", lambda: sweep_done_area(inbox, settings.service.retention_days))
     now = datetime.now(timezone.utc)
     report = NightReport(
         run=run_id, started=started_at, seconds=round(time.monotonic() - started, 1), batches=list(results.values()),
@@ -199,6 +199,14 @@ def _night(settings: AppSettings, jobs: int, wait_for_held: bool) -> NightReport
     audit.flush()
     logger.info("%s: %s", report.outcome, report.message())
     return report
+
+
+def _housekeeping(what: str, action) -> None:
+    """Retention never stops a night: what it could not remove tonight, the next night removes."""
+    try:
+        action()
+    except DigitizeError as exc:
+        get_run_logger().warning("%s: %s; the next night tries again", what, exc)
 
 
 def _run_batches(states: list[BatchState], settings: AppSettings, jobs: int, run_id: str) -> list[BatchResult]:
