@@ -115,7 +115,8 @@ def move_batch(inbox: Store, prefix: str) -> str:
     for name in [n for n in kept if n != BATCH_MANIFEST] + claims + [BATCH_MANIFEST, DONE_MARKER]:
         if name in objects:
             inbox.delete(prefix + name)
-    inbox.forget_folder(prefix)
+    for folder in sorted({name.rsplit("/", 1)[0] + "/" for name in objects if "/" in name}, key=len, reverse=True) + [""]:
+        inbox.forget_folder(prefix + folder)
     return dest
 
 

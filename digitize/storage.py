@@ -285,6 +285,13 @@ class S3Store(Store):
         with self._errors(f"listing {prefix or '/'}"):
             return sorted(o.object_name[len(start):] for o in self._client.list_objects(self.bucket, prefix=start))
 
+    def forget_folder(self, prefix: str) -> None:
+        # Some S3 servers keep folders (SeaweedFS: each emptied one still costs every later listing
+        # of its parent) and remove one when its key with the trailing '/' is deleted; for the others
+        # that key is not there, and deleting a missing key succeeds.
+        with self._errors(f"deleting {prefix}"):
+            self._client.remove_object(self.bucket, self._name(prefix))
+
     def copy(self, source: str, dest: str) -> None:
         from minio.commonconfig import CopySource
 
