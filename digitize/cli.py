@@ -352,15 +352,16 @@ def status_command(
     archive: Annotated[str | None, typer.Option(help="Archive location.")] = None,
     review: Annotated[str | None, typer.Option(help="Manual-review location.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="Every batch ever finished, not only the last week's.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Every batch in the inbox and its state, what waits for a person, and the last night's outcome."""
+    """Pending batches and their state, the last week's finished ones, what waits for a person, and the last night's outcome."""
     from digitize.night import duration
     from digitize.status import service_status
 
     try:
         settings = _settings(config, None, {"service.inbox": inbox, "service.archive": archive, "service.review": review})
-        status = service_status(settings, os.environ)
+        status = service_status(settings, os.environ, everything=show_all)
     except DigitizeError as exc:
         raise _fail(exc) from None
     if as_json:

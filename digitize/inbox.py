@@ -24,6 +24,11 @@ DONE_MARKER = "_done.json"
 CLAIMS = "_claims/"
 ALIVE = ".alive"  # a claim's heartbeat, beside it
 SCHEMA = "digitize.batch/1"
+# Where finished batches go, by the day they finished: _done/<yyyy>/<mm>/<dd>/<station>/<batch>/.
+# Not a station id (those start with a letter or digit), so the nightly listing can pass it by.
+DONE_AREA = "_done/"
+# How far retention has swept the done area: the days up to this one hold no more originals.
+RETENTION_CURSOR = DONE_AREA + "_retention.json"
 # Requests from the review station to a station (`<station>/_requests/<id>.json`): not a batch.
 REQUESTS = "_requests"
 # A station id is the first part of every key of its batches, and a folder name in the review area.
@@ -147,17 +152,26 @@ class BatchState:
 
 
 def scan_inbox(store: Store, *, incomplete_after: timedelta, now: datetime | None = None) -> list[BatchState]:
-    """Every batch in the inbox and whether it can be processed now."""
+    """Every batch in the inbox and whether it can be processed now.
+
+    Lists each station's folder, never the done area: the cost is what is pending (and what
+    finished since the last night, until that night moves it away), not the years behind it.
+    """
     now = now or datetime.now(timezone.utc)
     by_batch: dict[str, dict[str, StoredObject]] = {}
-    for obj in store.list():
-        parts = obj.key.split("/")
-        if len(parts) < 3 or parts[1] == REQUESTS:
+    for station in store.children():
+        if not station.endswith("/") or station == DONE_AREA:
             continue
-        prefix = f"{parts[0]}/{parts[1]}/"
-        by_batch.setdefault(prefix, {})[obj.key[len(prefix):]] = obj
+        for obj in store.list(station):
+            parts = obj.key.split("/")
+            if len(parts) < 3 or parts[1] == REQUESTS:
+                continue
+            prefix = f"{parts[0]}/{parts[1]}/"
+            by_batch.setdefault(prefix, {})[obj.key[len(prefix):]] = obj
     states = []
     for prefix, objects in sorted(by_batch.items()):
+        if all(name.startswith(CLAIMS) for name in objects):
+            continue  # a claim left behind by a run that lost a race with a move: no batch
         states.append(_judge(store, prefix, objects, now, incomplete_after))
     return states
 

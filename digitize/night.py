@@ -103,6 +103,10 @@ class NightReport(BaseModel):
     batches: list[BatchResult]
     queue: list[QueuedBatch]
     review: ReviewQueue
+    # Batches finished on earlier nights, moved out of the listing into the done area tonight;
+    # and those that stay in the inbox, with why (absent in reports of nights before the move).
+    moved_to_done: int = 0
+    stays_in_inbox: dict[str, str] = {}
 
     @property
     def handled(self) -> list[BatchResult]:
@@ -180,6 +184,8 @@ class NightReport(BaseModel):
             f"{', '.join(f'{k} {v}' for k, v in r.flagged.items()) or '-'} | {r.rejected} | {r.seconds:.0f} |"
             for r in self.stations()
         ] or ["| - | 0 | 0 | 0 | - | 0 | 0 |"]  # fmt: skip
+        lines.append(f"- finished batches of earlier nights moved to the done area: **{self.moved_to_done}**")
+        lines += [f"- finished, but left in the inbox: {printable_key(batch)} ({why})" for batch, why in self.stays_in_inbox.items()]
         lines += ["", "## Left in the inbox", "", "| station | batch | state | age | why |", "|---|---|---|---|---|"]
         lines += [
             f"| {q.station} | {q.batch} | {q.state} | {duration(q.age_s)} | {q.detail} |" for q in self.queue

@@ -1,17 +1,22 @@
-"""`digitize status`: every batch in the inbox with its state and age, what waits for a person, and the last night."""
+"""`digitize status`: every pending batch with its state and age, recent nights' finished batches, what waits for a person, and the last night."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from pydantic import BaseModel
 
+from digitize.done_area import finished_batches
 from digitize.inbox import DONE_MARKER, Readiness, scan_inbox
 from digitize.night import QueuedBatch, load_last_night, queue_left, review_queue
 from digitize.storage import open_store, printable_key
 from digitize.config import AppSettings
+
+
+# Finished batches shown without --all: those of the last week's nights.
+RECENT_DAYS = 7
 
 
 class ReviewCount(BaseModel):
@@ -40,7 +45,8 @@ class ServiceStatus(BaseModel):
     last_night: LastNight | None
 
 
-def service_status(settings: AppSettings, env: Mapping[str, str]) -> ServiceStatus:
+def service_status(settings: AppSettings, env: Mapping[str, str], *, everything: bool = False) -> ServiceStatus:
+    """Pending batches and those finished in the last RECENT_DAYS days (`everything`: all ever finished)."""
     inbox, archive, review = (open_store(url, env) for url in (settings.service.inbox, settings.service.archive, settings.service.review))
     now = datetime.now(timezone.utc)
     states = scan_inbox(inbox, incomplete_after=timedelta(hours=settings.service.incomplete_after_h), now=now)
@@ -56,6 +62,13 @@ def service_status(settings: AppSettings, env: Mapping[str, str]) -> ServiceStat
         detail = marker["rejected"][0]["reason"] if rejected and marker.get("rejected") else f"finished {marker.get('finished', '?')}"
         age = (now - state.since).total_seconds() if state.since else 0.0
         batches.append(QueuedBatch(station=state.station, batch=shown, state="rejected" if rejected else "done", age_s=round(age, 1), detail=detail))
+    since: date | None = None if everything else (now - timedelta(days=RECENT_DAYS)).date()
+    for finished in finished_batches(inbox, since=since):
+        age = (now - datetime.fromisoformat(finished.finished)).total_seconds() if finished.finished != "?" else 0.0
+        batches.append(QueuedBatch(
+            station=finished.prefix.split("/", 1)[0], batch=printable_key(finished.prefix), state=finished.status,
+            age_s=round(age, 1), detail=f"{finished.detail}; in {printable_key(finished.key)}",
+        ))  # fmt: skip
     queue = review_queue(review, now)
     last = load_last_night(archive)
     last_night = None

@@ -129,6 +129,22 @@ class Store(ABC):
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
 
+    def children(self, prefix: str = "") -> list[str]:
+        """The names one level below `prefix` ("a/" for a folder, "b" for an object), without listing deeper."""
+        return sorted({o.key[len(prefix):].split("/", 1)[0] + ("/" if "/" in o.key[len(prefix):] else "") for o in self.list(prefix)})
+
+    def forget_folder(self, prefix: str) -> None:
+        """Remove what is left of the emptied folder `prefix`; object stores have no folders to leave."""
+
+    def copy(self, source: str, dest: str) -> None:
+        """Copy one object to another key of this store, whole or not at all."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="digitize-copy-") as tmp:
+            local = Path(tmp) / "object"
+            self.download(source, local)
+            self.upload(dest, local)
+
     def check_access(self) -> None:
         """Fail now, as one line, when the store will not answer or refuses us; a folder is checked on use."""
 
@@ -157,7 +173,11 @@ class LocalStore(Store):
 
     def list(self, prefix: str = "") -> list[StoredObject]:
         found = []
-        for path in sorted(self.root.rglob("*")):
+        # Walk only the folder the prefix names, so listing one batch does not cost the whole store
+        # (a prefix no key may have, such as a station folder named with a control character, walks it all).
+        within = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        folder = self.root / within if within and key_problem(within) is None else self.root
+        for path in sorted(folder.rglob("*")):
             if path.is_file() and not path.name.startswith(atomic.TEMP_PREFIX):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
@@ -192,6 +212,25 @@ class LocalStore(Store):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def copy(self, source: str, dest: str) -> None:
+        with atomic.replacing(self._path(dest)) as fh, open(self._path(source), "rb") as original:
+            shutil.copyfileobj(original, fh)
+
+    def forget_folder(self, prefix: str) -> None:
+        # Empty folders would be walked by every later listing of their parent.
+        folder = self._path(prefix.rstrip("/"))
+        for path in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [folder]:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (something arrived meanwhile), or already gone
+                pass
+
+    def children(self, prefix: str = "") -> list[str]:
+        folder = self.root / check_key(prefix.rstrip("/")) if prefix else self.root
+        if not folder.is_dir():
+            return []
+        return sorted(p.name + "/" if p.is_dir() else p.name for p in folder.iterdir() if not p.name.startswith(atomic.TEMP_PREFIX))
 
 
 class S3Store(Store):
@@ -233,11 +272,32 @@ class S3Store(Store):
             next(iter(self._client.list_objects(self.bucket, prefix=start)), None)
 
     def list(self, prefix: str = "") -> list[StoredObject]:
-        start = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        # Not checked as a key: a prefix cannot climb out of a bucket, and the nightly listing
+        # must see what stations put under unsafe names, to refuse it by name.
+        start = f"{self.prefix}/{prefix}" if self.prefix else prefix
         with self._errors(f"listing {prefix or '/'}"):
             objects = self._client.list_objects(self.bucket, prefix=start, recursive=True)
             cut = len(self.prefix) + 1 if self.prefix else 0
             return [StoredObject(o.object_name[cut:], o.size, o.last_modified) for o in objects if not o.is_dir]
+
+    def children(self, prefix: str = "") -> list[str]:
+        start = self._name(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        with self._errors(f"listing {prefix or '/'}"):
+            return sorted(o.object_name[len(start):] for o in self._client.list_objects(self.bucket, prefix=start))
+
+    def forget_folder(self, prefix: str) -> None:
+        # Some S3 servers keep folders (SeaweedFS: each emptied one still costs every later listing
+        # of its parent) and remove one when its key with the trailing '/' is deleted; for the others
+        # that key is not there, and deleting a missing key succeeds.
+        with self._errors(f"deleting {prefix}"):
+            self._client.remove_object(self.bucket, self._name(prefix))
+
+    def copy(self, source: str, dest: str) -> None:
+        from minio.commonconfig import CopySource
+
+        # Server-side: the object's bytes never leave the store (single request up to 5 GiB).
+        with self._errors(f"copying {source} to {dest}"):
+            self._client.copy_object(self.bucket, self._name(dest), CopySource(self.bucket, self._name(source)))
 
     def download(self, key: str, dest: Path) -> None:
         # A full or read-only local disk is an OutputError naming it, not an S3 failure.

@@ -18,8 +18,9 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from digitize.audit import AuditLog
+from digitize.done_area import move_finished, sweep_done_area
 from digitize.batchjob import run_claimed_batch
-from digitize.inbox import BatchState, Claim, Readiness, apply_retention, scan_inbox
+from digitize.inbox import BATCH_MANIFEST, BatchState, Claim, Readiness, apply_retention, scan_inbox
 from digitize.preflight import check_service, work_dir
 from digitize.night import (
     BatchOutcome, BatchResult, NightOutcome, NightReport, queue_left, review_queue, save_last_night, table_rows,
@@ -86,6 +87,9 @@ def process_batch(prefix: str, station: str, settings: AppSettings, jobs: int, r
             lease_left_s=claim.holder.lease_left_s,
         )  # fmt: skip
     try:
+        if not inbox.exists(prefix + BATCH_MANIFEST):
+            # Listed before another night finished it and moved it to the done area.
+            return BatchResult(batch=prefix, station=station, outcome=BatchOutcome.DONE_ELSEWHERE)
         folder = work_dir(settings)
         with writing_to(folder or tempfile.gettempdir()):
             scratch = tempfile.TemporaryDirectory(prefix="digitize-batch-", dir=folder)
@@ -151,6 +155,10 @@ def _night(settings: AppSettings, jobs: int, wait_for_held: bool) -> NightReport
         raise
     run_id = str(flow_run.get_id() or uuid.uuid4())
     audit = AuditLog(archive, run=run_id)
+    # Batches finished by earlier nights leave the listing now: old originals first (not worth
+    # copying), then the move into the done area, so tomorrow's listing no longer holds them.
+    _housekeeping("retention in the inbox", lambda: apply_retention(inbox, states, settings.service.retention_days))
+    moves = move_finished(inbox, states)
     todo = [s for s in states if s.takeable]
     logger.info(
         "%d batches to take up, %d waiting, %d incomplete, %d refused", len(todo),
@@ -177,10 +185,11 @@ def _night(settings: AppSettings, jobs: int, wait_for_held: bool) -> NightReport
                 todo.append(state)
             else:
                 results[result.batch] = result.model_copy(update={"outcome": BatchOutcome.DONE_ELSEWHERE, "detail": ""})
-    apply_retention(inbox, states, settings.service.retention_days)
+    _housekeeping("retention in the done area", lambda: sweep_done_area(inbox, settings.service.retention_days))
     now = datetime.now(timezone.utc)
     report = NightReport(
         run=run_id, started=started_at, seconds=round(time.monotonic() - started, 1), batches=list(results.values()),
+        moved_to_done=moves.moved, stays_in_inbox=moves.stays,
         queue=queue_left(scan_inbox(inbox, incomplete_after=incomplete_after), now, settings.service.claim_lease_s),
         review=review_queue(review, now),
     )  # fmt: skip
@@ -190,6 +199,14 @@ def _night(settings: AppSettings, jobs: int, wait_for_held: bool) -> NightReport
     audit.flush()
     logger.info("%s: %s", report.outcome, report.message())
     return report
+
+
+def _housekeeping(what: str, action) -> None:
+    """Retention never stops a night: what it could not remove tonight, the next night removes."""
+    try:
+        action()
+    except DigitizeError as exc:
+        get_run_logger().warning("%s: %s; the next night tries again", what, exc)
 
 
 def _run_batches(states: list[BatchState], settings: AppSettings, jobs: int, run_id: str) -> list[BatchResult]:

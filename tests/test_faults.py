@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from digitize.drop import drop
-from digitize.inbox import BATCH_MANIFEST, CLAIMS, DONE_MARKER, Claim
+from digitize.inbox import BATCH_MANIFEST, CLAIMS, DONE_AREA, DONE_MARKER, Claim
 from digitize.prefect_server import local_prefect_server
 from digitize.storage import Store, open_store
 from pipeline.errors import DigitizeError
@@ -252,8 +252,12 @@ def _assert_night_archived_once(env: dict, inbox: Store, night, originals: dict[
 
 
 def _inbox_files(inbox: Store) -> dict[str, bytes]:
-    """The stations' scans and batch.json files (not the service's claims and done markers)."""
-    return {o.key: inbox.read_bytes(o.key) for o in inbox.list() if "/_" not in o.key}
+    """The stations' scans and batch.json files (not the service's claims and done markers), under
+    the keys they were dropped at, also once a later night moved their batch to the done area."""
+    return {
+        o.key.split("/", 4)[4] if o.key.startswith(DONE_AREA) else o.key: inbox.read_bytes(o.key)
+        for o in inbox.list() if "/_" not in o.key
+    }  # fmt: skip
 
 
 KILL_POINTS = {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from digitize.inbox import DONE_MARKER
+from digitize.inbox import DONE_AREA, DONE_MARKER
 from digitize.storage import open_store
 from tests import scanfactory as sf
 from tests.servicekit import batch_folder, digitize_cli, service_env, snapshot
@@ -163,7 +163,13 @@ def test_bad_batches_are_quarantined_once_and_unsafe_keys_refused(s3, fixture_sc
     assert gap_done["status"] == "done" and [r["input"] for r in gap_done["rejected"]] == ["missing.png"]
     # Unsafe prefixes cannot be marked done; they are named every night until a person removes them.
     assert all(any(reason in ln for ln in second.stderr.splitlines()) for reason in unsafe.values())
-    assert all(_read(s3, "bad-inbox", key) == data for key, data in originals.items())
+    # The second night moved the batches finished on the first into the done area, each original
+    # unchanged; st/good/ stays, since an object under it has an unsafe key.
+    moved = {o.key.split("/", 4)[4]: o.key for o in inbox.list(DONE_AREA)}
+    assert sorted({k.rsplit("/", 1)[0] for k in moved if k.endswith(DONE_MARKER)}) == [
+        f"st/{b}" for b in ("bad-json", "control", "dotdot", "long", "path", "twice")
+    ]
+    assert all(_read(s3, "bad-inbox", moved.get(key, key)) == data for key, data in originals.items())
 
 
 def _receipt(path: Path, *, scan_seed: int) -> Path:

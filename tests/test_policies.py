@@ -67,11 +67,15 @@ def test_worker_reads_the_inbox_and_never_deletes_records():
     worker = _policy("worker")
     allowed = _allowed(worker)
     assert ("s3:ListBucket", "arn:aws:s3:::inbox") in allowed and ("s3:GetObject", "arn:aws:s3:::inbox/*") in allowed
-    # In the inbox it writes only claims and done markers, and deletes only its claims.
+    # In the inbox it writes only claims, done markers and the done area (finished batches are
+    # moved there: copy, then delete), and never deletes a receipt there.
     assert {r for a, r in allowed if a == "s3:PutObject" and r.startswith("arn:aws:s3:::inbox")} == {
-        "arn:aws:s3:::inbox/*/_claims/*", "arn:aws:s3:::inbox/*/_done.json",
+        "arn:aws:s3:::inbox/*/_claims/*", "arn:aws:s3:::inbox/*/_done.json", "arn:aws:s3:::inbox/_done/*",
     }  # fmt: skip
-    assert {r for a, r in allowed if a == "s3:DeleteObject"} == {"arn:aws:s3:::inbox/*/_claims/*"}
+    assert {r for a, r in allowed if a == "s3:DeleteObject"} == {"arn:aws:s3:::inbox/*/_claims/*", "arn:aws:s3:::inbox/*"}
+    assert {r for a, r in _denied(worker) if a == "s3:DeleteObject" and r.startswith("arn:aws:s3:::inbox")} == {
+        "arn:aws:s3:::inbox/_done/*/batch.json", "arn:aws:s3:::inbox/_done/*/_done.json",
+    }  # fmt: skip
     for bucket in ("archive", "review"):
         assert ("s3:PutObject", f"arn:aws:s3:::{bucket}/*") in allowed
         assert ("s3:DeleteObject", f"arn:aws:s3:::{bucket}/*") in _denied(worker)
@@ -79,7 +83,7 @@ def test_worker_reads_the_inbox_and_never_deletes_records():
     retention = _policy("worker-retention")
     assert _allowed(retention) == {("s3:DeleteObject", "arn:aws:s3:::inbox/*")}
     assert _denied(retention) == {
-        ("s3:DeleteObject", "arn:aws:s3:::inbox/*/batch.json"), ("s3:DeleteObject", "arn:aws:s3:::inbox/*/_done.json"),
+        ("s3:DeleteObject", "arn:aws:s3:::inbox/_done/*/batch.json"), ("s3:DeleteObject", "arn:aws:s3:::inbox/_done/*/_done.json"),
     }  # fmt: skip
     reviewer = _policy("reviewer")
     assert not any(a == "s3:DeleteObject" for a, _ in _allowed(reviewer))
@@ -224,16 +228,21 @@ def test_worker_runs_the_night_and_cannot_delete_records(s3, tmp_path):
     assert _refused(lambda: client.remove_object("archive", record)) == "AccessDenied"
     assert record in _keys("archive")
     scan = next(k for k in inbox if k.endswith("receipt.png"))
+    # It may not change a station's scan; it may delete one, since the next night moves the
+    # finished batch to the done area (copy, then delete), where its receipt is kept.
     assert _refused(lambda: client.put_object("inbox", scan, io.BytesIO(b"x"), 1)) == "AccessDenied"
-    assert _refused(lambda: client.remove_object("inbox", scan)) == "AccessDenied"
 
-    # Retention needs worker-retention.json as well: scans go, each batch's record of receipt stays.
+    # The next night moves the finished batches to the done area; with retention their scans go,
+    # and each batch's record of receipt stays there, which the worker may not delete.
     keeper = {**_env(s3, tmp_path, "worker-retention"), "DIGITIZE_SERVICE_RETENTION_DAYS": "0.000001"}
     swept = _digitize(keeper, "run", "--jobs", "1")
     assert swept.returncode == 0, swept.stdout + swept.stderr
     left = _keys("inbox")
     assert not any(k.endswith(".png") for k in left), left
-    assert all(f"{b}/batch.json" in left and f"{b}/_done.json" in left for b in batches), left
-    assert _refused(lambda: _client("worker-retention").remove_object("inbox", f"{min(batches)}/batch.json")) == "AccessDenied"
+    moved = {k.split("/", 4)[4].rsplit("/", 1)[0]: k.rsplit("/", 1)[0] for k in left if k.startswith("_done/") and k.endswith("/_done.json")}
+    assert set(moved) == batches and all(f"{moved[b]}/batch.json" in left for b in batches), left
+    assert not any(k.startswith(tuple(f"{b}/" for b in batches)) for k in left), "nothing of them is left in the station folders"
+    for identity in ("worker", "worker-retention"):
+        assert _refused(lambda: _client(identity).remove_object("inbox", f"{moved[min(batches)]}/batch.json")) == "AccessDenied"
     # Records unchanged; the sweeping night adds only its own audit log and report.
     assert {k for k in _keys("archive") if not k.startswith("audit/")} == {k for k in records if not k.startswith("audit/")}
