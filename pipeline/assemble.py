@@ -27,6 +27,7 @@ class RecordMetadata:
     language: str = "vi"
     source_sha256: str = ""
     dossier_code: str | None = None
+    description: str = ""  # e.g. a drawing's title block
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,8 @@ def assemble_pdfa(page_pdfs: list[Path], out: Path, *, flavour: str, metadata: R
                 xmp["dc:source"] = f"sha256:{metadata.source_sha256}"
             if metadata.dossier_code:
                 xmp["dc:identifier"] = metadata.dossier_code
+            if metadata.description:
+                xmp["dc:description"] = metadata.description
             xmp["xmp:CreateDate"] = metadata.created.isoformat()
             xmp["xmp:ModifyDate"] = metadata.created.isoformat()
             xmp["xmp:CreatorTool"] = PRODUCER

@@ -151,6 +151,18 @@ class PageEngine(_Part):
     models: dict[str, str]
 
 
+class TitleBlock(_Part):
+    """A drawing's title block, read on its own: its text and the fields found in it (null: not found)."""
+
+    box: tuple[int, int, int, int]  # left, top, right, bottom in the drawing evidence's analysis pixels
+    text: str
+    number: str | None
+    title: str | None
+    scale: str | None
+    date: str | None
+    author: str | None
+
+
 class PageRecord(_Part):
     """One source page, with every measured value that drove a decision about it."""
 
@@ -182,10 +194,12 @@ class PageRecord(_Part):
     in_pdf: bool
     # Absent in manifests written before the OCR-engine seam; null for a page no engine read.
     ocr_engine: PageEngine | None = None
+    # Only on a drawing whose title block was found and read.
+    title_block: TitleBlock | None = None
 
     @model_serializer(mode="wrap")
     def _as_written(self, handler) -> dict[str, Any]:
-        return _omit_unset(self, handler(self), ("ocr_engine",))
+        return _omit_unset(self, handler(self), ("ocr_engine", "title_block"))
 
 
 class RecordManifest(_Part):

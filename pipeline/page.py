@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -9,16 +10,22 @@ from pathlib import Path
 
 import cv2
 
-from pipeline import barcodes, geometry, paper, triage, vietnamese
+import numpy as np
+
+from pipeline import barcodes, drawings, geometry, paper, triage, vietnamese
 from pipeline.blank import BlankEvidence, detect_blank
 from pipeline.errors import CorruptInput
 from pipeline.flags import FlagName
-from pipeline.ocr import EMPTY_PAGE, TESSERACT, OcrEngine, PageText
+from pipeline.ocr import EMPTY_PAGE, TESSERACT, OcrEngine, PageText, sparse_text
 from pipeline.pdfpage import build_page_pdf, encode_for_storage
 from pipeline.settings import Settings
 from pipeline.sources import PageRef, load_page
 
 THUMBNAIL_WIDTH = 240
+# A flagged page's thumbnail: large enough that a reviewer reads a title block on it.
+REVIEW_LONG_SIDE = 1200
+# Room around the title block's rules when it is read on its own.
+TITLE_BLOCK_MARGIN_MM = 1.5
 
 
 @dataclass
@@ -49,6 +56,7 @@ class PageResult:
     syllable_share: float | None = None
     separator: dict | None = None
     drawing: dict = field(default_factory=dict)
+    title_block: dict | None = None  # a drawing's title block, read on its own (drawings.TitleBlockText)
     image_encoding: str | None = None
     image_bytes: int = 0
     # Work files and text, kept out of the manifest's page records.
@@ -93,6 +101,7 @@ def process_page(
     geo = geometry.Geometry(0, 0.0, 0.0, 0.0, 0, "none")
     ocr = EMPTY_PAGE
     symbols: list[barcodes.Symbol] = []
+    drawing: drawings.DrawingEvidence | None = None
     if not evidence.blank:
         # Nothing to orient or read on a blank page; OCR would only read bleed-through.
         with clock.stage("orient"):
@@ -104,11 +113,23 @@ def process_page(
             level = geometry.level_image(gray, quarter_turns=geo.quarter_turns, skew_deg=skew, fill=255)
         with clock.stage("barcodes"):
             symbols = barcodes.read_symbols(level)
+        with clock.stage("triage"):
+            # Before OCR, so that a drawing is read once, in the mode that suits it.
+            drawing = _drawing_evidence(analysis, geo, skew, symbols, page.dpi, settings)
+            if drawing.drawing and drawing.turn:
+                # Text-line evidence is weak on a drawing; its title block belongs bottom right.
+                geo = dataclasses.replace(geo, quarter_turns=(geo.quarter_turns + drawing.turn) % 4, method="title-block")
+                level = geometry.level_image(gray, quarter_turns=geo.quarter_turns, skew_deg=skew, fill=255)
+                symbols = barcodes.read_symbols(level)
+                drawing = _drawing_evidence(analysis, geo, skew, symbols, page.dpi, settings)
+        reader = sparse_text(engine) if drawing.drawing else engine
         with clock.stage("ocr"):
-            ocr = engine.read_page(
+            ocr = reader.read_page(
                 level, dpi=page.dpi, work=stem, languages=settings.ocr.languages,
                 timeout=settings.ocr.page_timeout_s,
             )  # fmt: skip
+            if drawing.drawing and drawing.title_block is not None:
+                result.title_block = _read_title_block(reader, level, drawing.title_block, analysis, page.dpi, stem, settings)
         result.ocr_engine = engine.name
         del level
     del gray
@@ -124,12 +145,14 @@ def process_page(
     result.ocr_confidence, result.words, result.characters = ocr.mean_confidence, ocr.words, ocr.characters
     result.text = ocr.text
     with clock.stage("triage"):
-        _classify(result, analysis, geo, symbols, ocr, settings)
-        result.thumbnail = str(_thumbnail(analysis, geo, stem))
+        _classify(result, drawing, symbols, ocr, settings)
+        result.thumbnail = str(_thumbnail(analysis, geo, stem, drawing=drawing, flagged=bool(result.flags)))
     with clock.stage("encode"):
+        # A drawing's thin lines would ring under JPEG: it is kept lossless whatever the profile.
         stored = encode_for_storage(
-            page, profile=settings.output.profile, jpeg_quality=settings.output.jpeg_quality
-        )
+            page, profile=settings.output.profile, jpeg_quality=settings.output.jpeg_quality,
+            lossless=FlagName.TECHNICAL_DRAWING in result.flags,
+        )  # fmt: skip
         page_pdf = stem.with_suffix(".page.pdf")
         build_page_pdf(
             stored, size_px=page.image.size, dpi=page.dpi, quarter_turns=geo.quarter_turns,
@@ -139,10 +162,59 @@ def process_page(
     return result
 
 
-def _classify(
-    result: PageResult,
+def _drawing_evidence(
     analysis: geometry.AnalysisImage,
     geo: geometry.Geometry,
+    skew: float,
+    symbols: list[barcodes.Symbol],
+    dpi: float,
+    settings: Settings,
+) -> drawings.DrawingEvidence:
+    """The drawing detector on the level, upright ink, barcodes left out: a barcode's bars are
+    long strokes too, and a receipt is no drawing."""
+    ink = geometry.level_image(analysis.ink, quarter_turns=geo.quarter_turns, skew_deg=skew).copy()
+    scale = analysis.dpi / dpi
+    margin = analysis.px(2.0)
+    for symbol in symbols:
+        x0, y0, x1, y1 = (round(v * scale + d) for v, d in zip(symbol.box, (-margin, -margin, margin, margin), strict=True))
+        ink[max(0, y0) : y1 + 1, max(0, x0) : x1 + 1] = False
+    return drawings.detect(analysis, ink, settings.triage, character_marks=geo.marks)
+
+
+def _read_title_block(
+    engine: OcrEngine,
+    level: np.ndarray,
+    block: drawings.Box,
+    analysis: geometry.AnalysisImage,
+    dpi: float,
+    stem: Path,
+    settings: Settings,
+) -> dict | None:
+    """The title block cut from the full-resolution page and read on its own: its cells then
+    are the whole image, not a corner of a sheet full of lines."""
+    box = block.scaled(dpi / analysis.dpi)
+    margin = round(TITLE_BLOCK_MARGIN_MM * dpi / 25.4)
+    height, width = level.shape
+    crop = level[max(0, box.y0 - margin) : min(height, box.y1 + margin), max(0, box.x0 - margin) : min(width, box.x1 + margin)]
+    read = engine.read_page(
+        np.ascontiguousarray(crop), dpi=dpi, work=stem.with_name(stem.name + "-title"),
+        languages=settings.ocr.languages, timeout=settings.ocr.page_timeout_s,
+    )  # fmt: skip
+    if read.text_pdf is not None:
+        read.text_pdf.unlink(missing_ok=True)  # the page's own layer already holds these words
+    if not read.text:
+        return None
+    fields = drawings.title_block_text(read.text)
+    return {
+        "box": block.as_list(),
+        "text": fields.text, "number": fields.number, "title": fields.title,
+        "scale": fields.scale, "date": fields.date, "author": fields.author,
+    }  # fmt: skip
+
+
+def _classify(
+    result: PageResult,
+    drawing: drawings.DrawingEvidence | None,
     symbols: list[barcodes.Symbol],
     ocr: PageText,
     settings: Settings,
@@ -155,17 +227,7 @@ def _classify(
         result.flags[FlagName.OVERSIZED] = {"size_mm": list(result.size_mm), "tolerance": rules.oversize_tolerance}
     if result.blank:
         return
-    scale = analysis.dpi / result.dpi
-    margin = analysis.px(2.0)
-    symbol_boxes = [
-        tuple(round(v * scale + d) for v, d in zip(s.box, (-margin, -margin, margin, margin), strict=True))
-        for s in symbols
-    ]
-    drawing = triage.drawing_evidence(
-        analysis, rules, character_marks=geo.marks, ignore=symbol_boxes,
-        level=lambda ink: geometry.level_image(ink, quarter_turns=geo.quarter_turns, skew_deg=result.deskew_angle),
-    )  # fmt: skip
-    result.drawing = {"line_share": drawing.line_share, "mark_density": drawing.mark_density}
+    result.drawing = drawing.record()
     if drawing.drawing:
         result.flags[FlagName.TECHNICAL_DRAWING] = dict(result.drawing)
     share, vietnamese_share = vietnamese.syllable_share(ocr.text)
@@ -188,10 +250,24 @@ def _classify(
             result.flags[FlagName.SEPARATOR_UNREADABLE] = {"evidence": separator.evidence}
 
 
-def _thumbnail(analysis: geometry.AnalysisImage, geo: geometry.Geometry, stem: Path) -> Path:
+def _thumbnail(
+    analysis: geometry.AnalysisImage,
+    geo: geometry.Geometry,
+    stem: Path,
+    *,
+    drawing: drawings.DrawingEvidence | None,
+    flagged: bool,
+) -> Path:
+    """A small picture of the page; for a flagged page, one a reviewer can read, with the
+    detector's evidence drawn over a copy (the page's own pixels are never changed)."""
     upright = geometry.level_image(analysis.gray, quarter_turns=geo.quarter_turns, skew_deg=geo.skew_deg, fill=255)
-    scale = THUMBNAIL_WIDTH / upright.shape[1]
-    small = cv2.resize(upright, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if flagged:
+        scale = REVIEW_LONG_SIDE / max(upright.shape)
+    else:
+        scale = THUMBNAIL_WIDTH / upright.shape[1]
+    small = cv2.resize(upright, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    if flagged and drawing is not None:
+        small = drawings.draw_evidence(small, drawing, scale=scale)
     path = stem.with_suffix(".thumb.png")
     path.write_bytes(cv2.imencode(".png", small)[1])  # cv2.imwrite would fail silently on a full disk
     return path
