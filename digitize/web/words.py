@@ -43,6 +43,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "page": ("Trang", "Page"),
     "flagged": ("Trang bị gắn cờ", "Flagged page"),
     "text_layer": ("Lớp chữ nhận dạng", "Recognised text"),
+    "evidence_image": ("Ảnh bằng chứng (nét xiên, khung, khung tên)", "Evidence picture (strokes, frame, title block)"),
     "no_text": ("(không có chữ)", "(no text)"),
     "zoom_in": ("Phóng to", "Zoom in"),
     "zoom_out": ("Thu nhỏ", "Zoom out"),
