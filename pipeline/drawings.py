@@ -56,7 +56,9 @@ class Box:
 class DrawingEvidence:
     """What the detector measured on one page, and its verdict."""
 
-    line_share: float  # long horizontal or vertical strokes, as a share of the thin ink
+    # Long horizontal or vertical strokes, as a share of the thin ink; all 0 when the page has
+    # no line art longer than PIECE_MM at all.
+    line_share: float
     curve_spread: float  # share of the sheet's cells holding long oblique or curved strokes
     mark_density: float  # character-sized marks per 100 cm² (recorded; not a gate)
     frame: Box | None  # the sheet's border, when it has one
@@ -88,6 +90,8 @@ class _Strokes:
     horizontal: np.ndarray  # uint8 0/1: runs of at least LINE_MM along x
     vertical: np.ndarray
     curved: np.ndarray  # uint8 0/1: long oblique or curved runs inside large pieces of line art
+    rows: np.ndarray  # horizontal rules as [left, top, width, height], small gaps bridged
+    cols: np.ndarray  # vertical rules, likewise
 
 
 def detect(
@@ -105,8 +109,8 @@ def detect(
     area_cm2 = page.mm(height) * page.mm(width) / 100.0
     density = round(character_marks / area_cm2 * 100.0, 1)
     strokes = _strokes(page, level_ink)
-    thin_total = int(strokes.thin.sum())
-    if thin_total == 0:
+    thin_total = int(strokes.thin.sum()) if strokes is not None else 0
+    if strokes is None or thin_total == 0:
         return DrawingEvidence(0.0, 0.0, density, None, None, 0, 0.0, False)
     line_share = round(min(1.0, float((strokes.horizontal | strokes.vertical).sum()) / thin_total), 3)
     cells = _cells(strokes.curved, min_ink=page.px(1.0) ** 2 * CELL_INK_MM2)
@@ -120,7 +124,7 @@ def detect(
             # Perhaps a sheet lying on its side: look again a quarter turn round. Only framed
             # sheets without a title block pay for this.
             turned = _strokes(page, np.ascontiguousarray(np.rot90(level_ink, 1)))
-            turned_frame = _frame(page, turned)
+            turned_frame = _frame(page, turned) if turned is not None else None
             if turned_frame is not None:
                 found, _, extra = _title_block(page, turned, turned_frame)
                 turn = (1 + extra) % 4 if found is not None else 0
@@ -142,20 +146,24 @@ def _without_blobs(page: AnalysisImage, ink: np.ndarray, width_mm: float) -> np.
     return ink & (1 - thick)
 
 
-def _strokes(page: AnalysisImage, ink: np.ndarray) -> _Strokes:
+def _strokes(page: AnalysisImage, ink: np.ndarray) -> _Strokes | None:
+    """The page's line art; None when it has none (most text pages), which costs least."""
     ink = ink.view(np.uint8)
-    thin = _without_blobs(page, ink, STROKE_MM)
     lines = _without_blobs(page, ink, RULE_MM)
-    length = max(3, round(page.px(LINE_MM)))
-    horizontal = cv2.morphologyEx(lines, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1)))
-    vertical = cv2.morphologyEx(lines, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, length)))
-    del lines
-    # Pieces of line art: connected thin ink far larger than a character.
+    _, _, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
+    if not (np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) > page.px(PIECE_MM)).any():
+        return None
+    thin = _without_blobs(page, ink, STROKE_MM)
+    # Pieces of line art: connected thin strokes far larger than a character.
     count, labels, stats, _ = cv2.connectedComponentsWithStats(thin, connectivity=8)
     large = np.zeros(count, np.uint8)
     large[1:] = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) > page.px(PIECE_MM)
     pieces = large[labels]
     del labels
+    length = max(3, round(page.px(LINE_MM)))
+    horizontal = cv2.morphologyEx(lines, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1)))
+    vertical = cv2.morphologyEx(lines, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, length)))
+    del lines
     # What is left of them without their straight rules: outlines, arcs, hatching, arrowheads,
     # and letters touching a rule, which the length test below leaves out.
     rules = cv2.dilate(horizontal | vertical, np.ones((3, 3), np.uint8))
@@ -163,7 +171,10 @@ def _strokes(page: AnalysisImage, ink: np.ndarray) -> _Strokes:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(rest, connectivity=8)
     long_runs = np.zeros(count, np.uint8)
     long_runs[1:] = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) >= page.px(CURVE_MM)
-    return _Strokes(thin, horizontal, vertical, long_runs[labels])
+    return _Strokes(
+        thin, horizontal, vertical, long_runs[labels],
+        rows=_segments(horizontal, page, along_x=True), cols=_segments(vertical, page, along_x=False),
+    )  # fmt: skip
 
 
 def _cells(mask: np.ndarray, *, min_ink: float) -> tuple[tuple[int, int], ...]:
@@ -203,18 +214,15 @@ def _segments(mask: np.ndarray, page: AnalysisImage, *, along_x: bool) -> np.nda
 
 def _short_rules(page: AnalysisImage, strokes: _Strokes) -> int:
     height, width = strokes.thin.shape
-    rows = _segments(strokes.horizontal, page, along_x=True)
-    cols = _segments(strokes.vertical, page, along_x=False)
+    rows, cols = strokes.rows, strokes.cols
     return int((rows[:, 2] < SHORT_RULE_SHARE * width).sum() + (cols[:, 3] < SHORT_RULE_SHARE * height).sum())
 
 
 def _frame(page: AnalysisImage, strokes: _Strokes) -> Box | None:
     """The sheet's border: long rules near all four edges of the page."""
     height, width = strokes.thin.shape
-    rows = _segments(strokes.horizontal, page, along_x=True)
-    cols = _segments(strokes.vertical, page, along_x=False)
-    rows = rows[rows[:, 2] >= FRAME_SPAN * width]
-    cols = cols[cols[:, 3] >= FRAME_SPAN * height]
+    rows = strokes.rows[strokes.rows[:, 2] >= FRAME_SPAN * width]
+    cols = strokes.cols[strokes.cols[:, 3] >= FRAME_SPAN * height]
     if len(rows) < 2 or len(cols) < 2:
         return None
     top, bottom = int(rows[:, 1].min()), int((rows[:, 1] + rows[:, 3]).max())
@@ -229,7 +237,7 @@ def _frame(page: AnalysisImage, strokes: _Strokes) -> Box | None:
 def _title_block(page: AnalysisImage, strokes: _Strokes, frame: Box) -> tuple[Box | None, int, bool]:
     """The box of rules in the frame's bottom-right corner (top-left on a sheet upside down),
     how many rules cross the drawing area outside it, and the quarter turns that put it bottom right."""
-    rows = _segments(strokes.horizontal, page, along_x=True)
+    rows = strokes.rows
     frame_width, frame_height = frame.x1 - frame.x0, frame.y1 - frame.y0
     near = page.px(TITLE_RULE_END_MM)
     inside = (rows[:, 1] > frame.y0 + page.px(3)) & (rows[:, 1] + rows[:, 3] < frame.y1 - page.px(3))
