@@ -102,6 +102,7 @@ def process_page(
     ocr = EMPTY_PAGE
     symbols: list[barcodes.Symbol] = []
     drawing: drawings.DrawingEvidence | None = None
+    level = None
     if not evidence.blank:
         # Nothing to orient or read on a blank page; OCR would only read bleed-through.
         with clock.stage("orient"):
@@ -122,22 +123,31 @@ def process_page(
                 level = geometry.level_image(gray, quarter_turns=geo.quarter_turns, skew_deg=skew, fill=255)
                 symbols = barcodes.read_symbols(level)
                 drawing = _drawing_evidence(analysis, geo, skew, symbols, page.dpi, settings)
+    del gray
+    with clock.stage("encode"):
+        # Stored before OCR, so that the decoded scan (an A0 sheet: 139 MB in gray, 418 MB in
+        # colour) is not held while Tesseract runs. A drawing's thin lines would ring under
+        # JPEG: it is kept lossless whatever the profile.
+        stored = encode_for_storage(
+            page, profile=settings.output.profile, jpeg_quality=settings.output.jpeg_quality,
+            lossless=drawing is not None and drawing.drawing,
+        )  # fmt: skip
+    (width, height), dpi, dpi_inferred = page.image.size, page.dpi, page.dpi_inferred
+    del page
+    if level is not None:
         reader = sparse_text(engine) if drawing.drawing else engine
         with clock.stage("ocr"):
             ocr = reader.read_page(
-                level, dpi=page.dpi, work=stem, languages=settings.ocr.languages,
-                timeout=settings.ocr.page_timeout_s,
-            )  # fmt: skip
+                level, dpi=dpi, work=stem, languages=settings.ocr.languages, timeout=settings.ocr.page_timeout_s
+            )
             if drawing.drawing and drawing.title_block is not None:
-                result.title_block = _read_title_block(reader, level, drawing.title_block, analysis, page.dpi, stem, settings)
+                result.title_block = _read_title_block(reader, level, drawing.title_block, analysis, dpi, stem, settings)
         result.ocr_engine = engine.name
         del level
-    del gray
     skew = _applied_skew(geo, settings)
-    width, height = page.image.size
     corrected = (height, width) if geo.quarter_turns % 2 else (width, height)
-    result.pixels, result.dpi, result.dpi_inferred = (width, height), round(page.dpi, 2), page.dpi_inferred
-    result.size_mm = paper.size_mm(*corrected, page.dpi)
+    result.pixels, result.dpi, result.dpi_inferred = (width, height), round(dpi, 2), dpi_inferred
+    result.size_mm = paper.size_mm(*corrected, dpi)
     result.rotation, result.orientation_method = geo.rotation, geo.method
     result.orientation_score, result.sideways_ratio = round(geo.updown_score, 3), round(geo.sideways_ratio, 3)
     result.deskew_angle = round(skew, 2)
@@ -148,14 +158,9 @@ def process_page(
         _classify(result, drawing, symbols, ocr, settings)
         result.thumbnail = str(_thumbnail(analysis, geo, stem, drawing=drawing, flagged=bool(result.flags)))
     with clock.stage("encode"):
-        # A drawing's thin lines would ring under JPEG: it is kept lossless whatever the profile.
-        stored = encode_for_storage(
-            page, profile=settings.output.profile, jpeg_quality=settings.output.jpeg_quality,
-            lossless=FlagName.TECHNICAL_DRAWING in result.flags,
-        )  # fmt: skip
         page_pdf = stem.with_suffix(".page.pdf")
         build_page_pdf(
-            stored, size_px=page.image.size, dpi=page.dpi, quarter_turns=geo.quarter_turns,
+            stored, size_px=(width, height), dpi=dpi, quarter_turns=geo.quarter_turns,
             skew_deg=skew, text_pdf=ocr.text_pdf, out=page_pdf,
         )  # fmt: skip
     result.image_encoding, result.image_bytes, result.page_pdf = stored.encoding, len(stored.data), str(page_pdf)
