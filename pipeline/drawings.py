@@ -20,8 +20,10 @@ STROKE_MM = 1.2
 RULE_MM = 2.0
 # A connected piece of line art at least this long: a frame, an outline, a dimension line.
 PIECE_MM = 15.0
-# An oblique or curved run shorter than this is a letter's stroke touching a rule.
+# An oblique or curved run shorter than this is a letter's stroke touching a rule ...
 CURVE_MM = 3.0
+# ... and one flatter than this is what a slightly tilted rule leaves when its straight runs are taken out.
+CURVE_MIN_SPAN_MM = 1.0
 # The sheet is judged in GRID × GRID cells, so a stamp or a small sketch fills only a few.
 GRID = 8
 # A cell counts when it holds this much oblique or curved ink: an 8 mm stroke, 0.25 mm wide.
@@ -170,7 +172,8 @@ def _strokes(page: AnalysisImage, ink: np.ndarray) -> _Strokes | None:
     rest = pieces & (1 - rules)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(rest, connectivity=8)
     long_runs = np.zeros(count, np.uint8)
-    long_runs[1:] = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) >= page.px(CURVE_MM)
+    sides = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
+    long_runs[1:] = (np.maximum(*sides) >= page.px(CURVE_MM)) & (np.minimum(*sides) >= page.px(CURVE_MIN_SPAN_MM))
     return _Strokes(
         thin, horizontal, vertical, long_runs[labels],
         rows=_segments(horizontal, page, along_x=True), cols=_segments(vertical, page, along_x=False),
