@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,8 +24,6 @@ from pipeline.sources import PageRef, load_page
 THUMBNAIL_WIDTH = 240
 # A flagged page's thumbnail: large enough that a reviewer reads a title block on it.
 REVIEW_LONG_SIDE = 1200
-# From this size on (A2 at 300 dpi) the memory a page let go of is handed back before OCR.
-LARGE_PAGE_PIXELS = 30_000_000
 # Room around the title block's rules when it is read on its own.
 TITLE_BLOCK_MARGIN_MM = 1.5
 
@@ -139,8 +134,6 @@ def process_page(
         )  # fmt: skip
     (width, height), dpi, dpi_inferred = page.image.size, page.dpi, page.dpi_inferred
     del page
-    if width * height >= LARGE_PAGE_PIXELS:
-        _return_freed_memory()
     if level is not None:
         reader = sparse_text(engine) if drawing.drawing else engine
         with clock.stage("ocr"):
@@ -283,16 +276,6 @@ def _thumbnail(
     path = stem.with_suffix(".thumb.png")
     path.write_bytes(cv2.imencode(".png", small)[1])  # cv2.imwrite would fail silently on a full disk
     return path
-
-
-_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
-
-
-def _return_freed_memory() -> None:
-    """Pillow frees a decoded scan in 16 MB blocks, which glibc keeps on its heap; on an A0
-    sheet that is 139 MB (gray) to 418 MB (colour) held while Tesseract runs beside us."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
 
 
 def _applied_skew(geo: geometry.Geometry, settings: Settings) -> float:
