@@ -29,6 +29,7 @@ class RecordMetadata:
     dossier_code: str | None = None
     # Bookmarks: (title, 0-based page index), one per component document (pipeline/documents.py).
     outline: tuple[tuple[str, int], ...] = ()
+    description: str = ""  # e.g. a drawing's title block
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ def assemble_pdfa(page_pdfs: list[Path], out: Path, *, flavour: str, metadata: R
                 xmp["dc:source"] = f"sha256:{metadata.source_sha256}"
             if metadata.dossier_code:
                 xmp["dc:identifier"] = metadata.dossier_code
+            if metadata.description:
+                xmp["dc:description"] = metadata.description
             xmp["xmp:CreateDate"] = metadata.created.isoformat()
             xmp["xmp:ModifyDate"] = metadata.created.isoformat()
             xmp["xmp:CreatorTool"] = PRODUCER

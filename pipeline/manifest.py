@@ -218,6 +218,18 @@ class SecondPassRecord(_Part):
     lines_changed: int
 
 
+class TitleBlock(_Part):
+    """A drawing's title block, read on its own: its text and the fields found in it (null: not found)."""
+
+    box: tuple[int, int, int, int]  # left, top, right, bottom in the drawing evidence's analysis pixels
+    text: str
+    number: str | None
+    title: str | None
+    scale: str | None
+    date: str | None
+    author: str | None
+
+
 class PageRecord(_Part):
     """One source page, with every measured value that drove a decision about it."""
 
@@ -255,10 +267,12 @@ class PageRecord(_Part):
     ocr_input: OcrInputRecord | None = None
     # Null when the page was read once; absent in manifests written before it (see pipeline/headings.py).
     ocr_second_pass: SecondPassRecord | None = None
+    # Only on a drawing whose title block was found and read.
+    title_block: TitleBlock | None = None
 
     @model_serializer(mode="wrap")
     def _as_written(self, handler) -> dict[str, Any]:
-        data = _omit_unset(self, handler(self), ("ocr_engine", "ocr_input", "ocr_second_pass"))
+        data = _omit_unset(self, handler(self), ("ocr_engine", "ocr_input", "ocr_second_pass", "title_block"))
         if self.pdf_source is None:
             data.pop("pdf_source", None)
         return data

@@ -29,6 +29,7 @@ the engine, its version and model files.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import unicodedata
 from collections.abc import Callable
@@ -112,6 +113,8 @@ class TesseractEngine:
     name: str = "tesseract"
     # Tesseract's orientation detector is trusted from this confidence on (its scale).
     min_orientation_confidence: float = 2.0
+    # Tesseract's --psm; None: its default page layout analysis. See `sparse_text`.
+    page_segmentation: int | None = None
 
     def version(self) -> str:
         return tesseract.info().version
@@ -141,7 +144,7 @@ class TesseractEngine:
             with resources.as_file(OCR_CONFIG) as config_file, resources.as_file(USER_WORDS) as user_words:
                 files = tesseract.ocr(
                     image, work, languages=languages, dpi=round(dpi), config_file=config_file, timeout=timeout,
-                    user_words=user_words,
+                    user_words=user_words, page_segmentation=self.page_segmentation,
                 )  # fmt: skip
         except ExternalProgramError as exc:
             log.warning("OCR failed, page gets an empty text layer: %s", exc)
@@ -176,6 +179,18 @@ def _restore_headings(
 
 
 TESSERACT = TesseractEngine()
+
+# Tesseract's "sparse text": find as much text as possible in no particular order. A drawing's
+# words are scattered labels, dimensions and title-block cells, which page layout analysis
+# merges into junk columns or drops.
+SPARSE_TEXT_PSM = 11
+
+
+def sparse_text(engine: OcrEngine) -> OcrEngine:
+    """The engine set to read scattered text (drawings); an engine without such a mode reads as it reads."""
+    if isinstance(engine, TesseractEngine):
+        return dataclasses.replace(engine, page_segmentation=SPARSE_TEXT_PSM)
+    return engine
 
 
 def default_chooser(ref: PageRef) -> OcrEngine:

@@ -10,18 +10,26 @@ from pathlib import Path
 
 import cv2
 
-from pipeline import barcodes, geometry, ocr_input, paper, pdfsource, standard, triage, vietnamese
+import numpy as np
+
+from pipeline import barcodes, drawings, geometry, ocr_input, paper, pdfsource, standard, triage, vietnamese
 from pipeline._exec import pdftotext
 from pipeline.blank import BlankEvidence, detect_blank
 from pipeline.errors import CorruptInput
 from pipeline.flags import FlagName
 from pipeline.manifest import Receipt
-from pipeline.ocr import EMPTY_PAGE, TESSERACT, OcrEngine, PageText
-from pipeline.pdfpage import PDF_ORIGINAL, KeptOriginal, OriginalNotKept, build_page_pdf, encode_for_storage, keep_original_page
+from pipeline.ocr import EMPTY_PAGE, TESSERACT, OcrEngine, PageText, sparse_text
+from pipeline.pdfpage import (
+    PDF_ORIGINAL, KeptOriginal, OriginalNotKept, StoredImage, build_page_pdf, encode_for_storage, keep_original_page,
+)  # fmt: skip
 from pipeline.settings import Settings
 from pipeline.sources import PageRef, ScanPage, load_page
 
 THUMBNAIL_WIDTH = 240
+# A flagged page's thumbnail: large enough that a reviewer reads a title block on it.
+REVIEW_LONG_SIDE = 1200
+# Room around the title block's rules when it is read on its own.
+TITLE_BLOCK_MARGIN_MM = 1.5
 
 
 @dataclass
@@ -53,6 +61,7 @@ class PageResult:
     separator: dict | None = None
     receipt: Receipt | None = field(default=None, repr=False)  # kept out of page records: it holds personal data
     drawing: dict = field(default_factory=dict)
+    title_block: dict | None = None  # a drawing's title block, read on its own (drawings.TitleBlockText)
     image_encoding: str | None = None
     image_bytes: int = 0
     pdf_source: dict | None = None  # a PDF input's page: kept or rendered, and why (manifest.PdfSourcePage)
@@ -103,8 +112,11 @@ def process_page(
     ocr = EMPTY_PAGE
     text_skew = 0.0
     symbols: list[barcodes.Symbol] = []
+    drawing: drawings.DrawingEvidence | None = None
+    prepared: ocr_input.OcrInput | None = None
     page_pdf = stem.with_suffix(".page.pdf")
-    plan = pdfsource.plan(page.pdf_survey, settings.ocr.existing_text) if page.pdf_survey else None
+    survey = page.pdf_survey
+    plan = pdfsource.plan(survey, settings.ocr.existing_text) if survey else None
     kept: KeptOriginal | None = None
     if plan is not None and not plan.ocr:
         # A page keeping its own text is not read; if PDF/A refuses its content, it is read after all.
@@ -129,31 +141,51 @@ def process_page(
                 geo = _ask_engine(engine, analysis, geo, stem, settings)
         skew = _applied_skew(geo, settings)
         with clock.stage("deskew"):
-            prepared = ocr_input.prepare(page.image, gray, dpi=page.dpi, quarter_turns=geo.quarter_turns, skew_deg=skew)
-            # Barcodes are read on the stored resolution (symbol boxes are used in its pixels); they are
-            # black, so the colour dropout does not touch them.
-            level = prepared.image if prepared.scale == 1.0 else geometry.level_image(
-                gray, quarter_turns=geo.quarter_turns, skew_deg=skew - prepared.residual_skew_deg, fill=255
-            )  # fmt: skip
+            prepared, level = _ocr_copy(page, gray, geo, skew)
         with clock.stage("barcodes"):
             symbols = barcodes.read_symbols(level)
+        with clock.stage("triage"):
+            # Before OCR, so that a drawing is read once, in the mode that suits it.
+            drawing = _drawing_evidence(analysis, geo, skew, symbols, page.dpi, settings)
+            if drawing.drawing and drawing.turn:
+                # Text-line evidence is weak on a drawing; its title block belongs bottom right.
+                geo = dataclasses.replace(geo, quarter_turns=(geo.quarter_turns + drawing.turn) % 4, method="title-block")
+                prepared, level = _ocr_copy(page, gray, geo, skew)
+                symbols = barcodes.read_symbols(level)
+                drawing = _drawing_evidence(analysis, geo, skew, symbols, page.dpi, settings)
+    del gray
+    is_drawing = drawing is not None and drawing.drawing
+    (width, height), dpi, dpi_inferred, mode = page.image.size, page.dpi, page.dpi_inferred, page.image.mode
+    stored: StoredImage | None = None
+    if kept is None and not (plan is not None and plan.keep_original):
+        with clock.stage("encode"):
+            # Stored before OCR, so that the decoded scan (an A0 sheet: 139 MB in gray, 418 MB in
+            # colour) is not held while Tesseract runs. A drawing's thin lines would ring under
+            # JPEG: it is kept lossless whatever the profile.
+            stored = encode_for_storage(
+                page, profile=settings.output.profile, jpeg_quality=settings.output.jpeg_quality, lossless=is_drawing,
+            )  # fmt: skip
+        # A scanner PDF page whose own content is kept needs its source until it is drawn.
+        page = None
+    if prepared is not None:
+        reader = sparse_text(engine) if is_drawing else engine
         with clock.stage("ocr"):
-            ocr = engine.read_page(
+            ocr = reader.read_page(
                 prepared.image, dpi=prepared.dpi, work=stem, languages=settings.ocr.languages,
                 timeout=settings.ocr.page_timeout_s,
             )  # fmt: skip
+            if is_drawing and drawing.title_block is not None:
+                result.title_block = _read_title_block(reader, level, drawing.title_block, analysis, dpi, stem, settings)
         result.ocr_engine = engine.name
         result.ocr_input = _ocr_input_record(prepared)
         if ocr.second_pass is not None:
             result.ocr_second_pass = dataclasses.asdict(ocr.second_pass)
         text_skew = prepared.residual_skew_deg
         del level, prepared
-    del gray
     skew = _applied_skew(geo, settings)
-    width, height = page.image.size
     corrected = (height, width) if geo.quarter_turns % 2 else (width, height)
-    result.pixels, result.dpi, result.dpi_inferred = (width, height), round(page.dpi, 2), page.dpi_inferred
-    result.size_mm = paper.size_mm(*corrected, page.dpi)
+    result.pixels, result.dpi, result.dpi_inferred = (width, height), round(dpi, 2), dpi_inferred
+    result.size_mm = paper.size_mm(*corrected, dpi)
     result.rotation, result.orientation_method = geo.rotation, geo.method
     result.orientation_score, result.sideways_ratio = round(geo.updown_score, 3), round(geo.sideways_ratio, 3)
     result.deskew_angle = round(skew, 2)
@@ -162,31 +194,44 @@ def process_page(
     result.text = result.text or ocr.text
     with clock.stage("triage"):
         if not result.blank:
-            below = standard.shortfall(
-                dpi=page.dpi, dpi_inferred=page.dpi_inferred, pil_mode=page.image.mode, rules=settings.standard
-            )
+            below = standard.shortfall(dpi=dpi, dpi_inferred=dpi_inferred, pil_mode=mode, rules=settings.standard)
             if below:
                 result.flags[FlagName.BELOW_STANDARD] = below
-        _classify(result, analysis, geo, symbols, ocr, settings)
-        result.thumbnail = str(_thumbnail(analysis, geo, stem))
+        _classify(result, drawing, symbols, ocr, settings)
+        result.thumbnail = str(_thumbnail(analysis, geo, stem, drawing=drawing, flagged=bool(result.flags)))
     with clock.stage("encode"):
         if kept is None and plan is not None and plan.keep_original:
             kept = _keep_pdf_page(result, page, plan, geo, skew, ocr.text_pdf, text_skew, page_pdf, settings)
         if kept is None:
-            stored = encode_for_storage(
-                page, profile=settings.output.profile, jpeg_quality=settings.output.jpeg_quality
-            )
+            if stored is None:
+                # The page's own content could not be kept (PDF/A refused it): its rendering is stored.
+                stored = encode_for_storage(
+                    page, profile=settings.output.profile, jpeg_quality=settings.output.jpeg_quality, lossless=is_drawing,
+                )  # fmt: skip
             build_page_pdf(
-                stored, size_px=page.image.size, dpi=page.dpi, quarter_turns=geo.quarter_turns,
+                stored, size_px=(width, height), dpi=dpi, quarter_turns=geo.quarter_turns,
                 skew_deg=skew, text_pdf=ocr.text_pdf, out=page_pdf, text_skew_deg=text_skew,
             )  # fmt: skip
             result.image_encoding, result.image_bytes = stored.encoding, len(stored.data)
         else:
             result.image_encoding, result.image_bytes = PDF_ORIGINAL, kept.stored_bytes
     if plan is not None and result.pdf_source is None:
-        result.pdf_source = _pdf_source_record(page.pdf_survey, plan, kept=None, reason="rendered: ocr.existing_text = force")
+        result.pdf_source = _pdf_source_record(survey, plan, kept=None, reason="rendered: ocr.existing_text = force")
     result.page_pdf = str(page_pdf)
     return result
+
+
+def _ocr_copy(
+    page: ScanPage, gray: np.ndarray, geo: geometry.Geometry, skew: float
+) -> tuple[ocr_input.OcrInput, np.ndarray]:
+    """The copy OCR reads, and the upright page at the stored resolution that barcodes and the
+    title block are read on (with the same skew left in: symbol boxes are in its pixels).
+    Barcodes are black, so the colour dropout does not touch them."""
+    prepared = ocr_input.prepare(page.image, gray, dpi=page.dpi, quarter_turns=geo.quarter_turns, skew_deg=skew)
+    level = prepared.image if prepared.scale == 1.0 else geometry.level_image(
+        gray, quarter_turns=geo.quarter_turns, skew_deg=skew - prepared.residual_skew_deg, fill=255
+    )  # fmt: skip
+    return prepared, level
 
 
 def _keep_pdf_page(
@@ -234,10 +279,59 @@ def _pdf_source_record(
     }
 
 
-def _classify(
-    result: PageResult,
+def _drawing_evidence(
     analysis: geometry.AnalysisImage,
     geo: geometry.Geometry,
+    skew: float,
+    symbols: list[barcodes.Symbol],
+    dpi: float,
+    settings: Settings,
+) -> drawings.DrawingEvidence:
+    """The drawing detector on the level, upright ink, barcodes left out: a barcode's bars are
+    long strokes too, and a receipt is no drawing."""
+    ink = geometry.level_image(analysis.ink, quarter_turns=geo.quarter_turns, skew_deg=skew).copy()
+    scale = analysis.dpi / dpi
+    margin = analysis.px(2.0)
+    for symbol in symbols:
+        x0, y0, x1, y1 = (round(v * scale + d) for v, d in zip(symbol.box, (-margin, -margin, margin, margin), strict=True))
+        ink[max(0, y0) : y1 + 1, max(0, x0) : x1 + 1] = False
+    return drawings.detect(analysis, ink, settings.triage, character_marks=geo.marks)
+
+
+def _read_title_block(
+    engine: OcrEngine,
+    level: np.ndarray,
+    block: drawings.Box,
+    analysis: geometry.AnalysisImage,
+    dpi: float,
+    stem: Path,
+    settings: Settings,
+) -> dict | None:
+    """The title block cut from the full-resolution page and read on its own: its cells then
+    are the whole image, not a corner of a sheet full of lines."""
+    box = block.scaled(dpi / analysis.dpi)
+    margin = round(TITLE_BLOCK_MARGIN_MM * dpi / 25.4)
+    height, width = level.shape
+    crop = level[max(0, box.y0 - margin) : min(height, box.y1 + margin), max(0, box.x0 - margin) : min(width, box.x1 + margin)]
+    read = engine.read_page(
+        np.ascontiguousarray(crop), dpi=dpi, work=stem.with_name(stem.name + "-title"),
+        languages=settings.ocr.languages, timeout=settings.ocr.page_timeout_s,
+    )  # fmt: skip
+    if read.text_pdf is not None:
+        read.text_pdf.unlink(missing_ok=True)  # the page's own layer already holds these words
+    if not read.text:
+        return None
+    fields = drawings.title_block_text(read.text)
+    return {
+        "box": block.as_list(),
+        "text": fields.text, "number": fields.number, "title": fields.title,
+        "scale": fields.scale, "date": fields.date, "author": fields.author,
+    }  # fmt: skip
+
+
+def _classify(
+    result: PageResult,
+    drawing: drawings.DrawingEvidence | None,
     symbols: list[barcodes.Symbol],
     ocr: PageText,
     settings: Settings,
@@ -250,17 +344,7 @@ def _classify(
         result.flags[FlagName.OVERSIZED] = {"size_mm": list(result.size_mm), "tolerance": rules.oversize_tolerance}
     if result.blank:
         return
-    scale = analysis.dpi / result.dpi
-    margin = analysis.px(2.0)
-    symbol_boxes = [
-        tuple(round(v * scale + d) for v, d in zip(s.box, (-margin, -margin, margin, margin), strict=True))
-        for s in symbols
-    ]
-    drawing = triage.drawing_evidence(
-        analysis, rules, character_marks=geo.marks, ignore=symbol_boxes,
-        level=lambda ink: geometry.level_image(ink, quarter_turns=geo.quarter_turns, skew_deg=result.deskew_angle),
-    )  # fmt: skip
-    result.drawing = {"line_share": drawing.line_share, "mark_density": drawing.mark_density}
+    result.drawing = drawing.record()
     if drawing.drawing:
         result.flags[FlagName.TECHNICAL_DRAWING] = dict(result.drawing)
     share, vietnamese_share = vietnamese.syllable_share(ocr.text)
@@ -286,10 +370,24 @@ def _classify(
             result.flags[FlagName.SEPARATOR_UNREADABLE] = {"evidence": separator.evidence}
 
 
-def _thumbnail(analysis: geometry.AnalysisImage, geo: geometry.Geometry, stem: Path) -> Path:
+def _thumbnail(
+    analysis: geometry.AnalysisImage,
+    geo: geometry.Geometry,
+    stem: Path,
+    *,
+    drawing: drawings.DrawingEvidence | None,
+    flagged: bool,
+) -> Path:
+    """A small picture of the page; for a flagged page, one a reviewer can read, with the
+    detector's evidence drawn over a copy (the page's own pixels are never changed)."""
     upright = geometry.level_image(analysis.gray, quarter_turns=geo.quarter_turns, skew_deg=geo.skew_deg, fill=255)
-    scale = THUMBNAIL_WIDTH / upright.shape[1]
-    small = cv2.resize(upright, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    if flagged:
+        scale = REVIEW_LONG_SIDE / max(upright.shape)
+    else:
+        scale = THUMBNAIL_WIDTH / upright.shape[1]
+    small = cv2.resize(upright, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    if flagged and drawing is not None:
+        small = drawings.draw_evidence(small, drawing, scale=scale)
     path = stem.with_suffix(".thumb.png")
     path.write_bytes(cv2.imencode(".png", small)[1])  # cv2.imwrite would fail silently on a full disk
     return path

@@ -30,8 +30,9 @@ class StoredImage:
     encoding: str  # how the pixels are kept: jpeg-original, ccitt-g4, png, jpeg-qNN
 
 
-def encode_for_storage(page: ScanPage, *, profile: str, jpeg_quality: int) -> StoredImage:
-    """Choose the archive encoding: never re-encode JPEG, always keep bitonal lossless."""
+def encode_for_storage(page: ScanPage, *, profile: str, jpeg_quality: int, lossless: bool = False) -> StoredImage:
+    """Choose the archive encoding: never re-encode JPEG, always keep bitonal lossless, and keep
+    every pixel when `lossless` (a technical drawing), whatever the profile."""
     if page.jpeg is not None:
         return StoredImage(page.jpeg, "jpeg-original")
     if page.image.mode == "1":
@@ -39,6 +40,8 @@ def encode_for_storage(page: ScanPage, *, profile: str, jpeg_quality: int) -> St
         page.image.save(buf, format="TIFF", compression="group4")
         return StoredImage(buf.getvalue(), "ccitt-g4")
     pixels = np.asarray(page.image)
+    if lossless:
+        return _lossless(pixels)
     if profile == "archival":
         buf = io.BytesIO()
         page.image.save(buf, format="PNG", compress_level=6)
@@ -52,6 +55,18 @@ def encode_for_storage(page: ScanPage, *, profile: str, jpeg_quality: int) -> St
     if not ok:
         raise OSError("JPEG encoder failed")
     return StoredImage(data.tobytes(), f"jpeg-q{jpeg_quality}")
+
+
+def _lossless(pixels: np.ndarray) -> StoredImage:
+    """PNG (Flate in the PDF), in gray when the colour scan is exactly gray."""
+    if pixels.ndim == 3 and not (np.any(pixels[..., 0] != pixels[..., 1]) or np.any(pixels[..., 1] != pixels[..., 2])):
+        pixels = np.ascontiguousarray(pixels[..., 0])
+    elif pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    if not ok:
+        raise OSError("PNG encoder failed")
+    return StoredImage(data.tobytes(), "png")
 
 
 def _is_gray(rgb: np.ndarray) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pipeline import __version__, atomic
+from pipeline import __version__, atomic, drawings
 from pipeline._exec import tesseract
 from pipeline.assemble import RecordMetadata, WrittenRecord, write_record
 from pipeline.documents import dossier_metadata, page_facts, read_documents
@@ -158,6 +158,7 @@ def _write_document(
                 title=name, created=created, agency=settings.output.agency,
                 source_sha256=job.source.sha256, dossier_code=doc.code,
                 outline=tuple((document.title, document.first_page) for document in documents),
+                description=_title_blocks(in_pdf),
             ),
             signer=context.signer, work=job.work,
         ) if in_pdf else None  # fmt: skip
@@ -244,8 +245,20 @@ def _mean_confidence(doc: Document, pages: list[PageResult]) -> float | None:
     return round(sum(confidences) / len(confidences), 2) if confidences else None
 
 
+def _title_blocks(pages: list[PageResult]) -> str:
+    """The drawings' title blocks, one per line, for the record's XMP description."""
+    lines = []
+    for page in pages:
+        if page.title_block:
+            fields = drawings.TitleBlockText(**{k: v for k, v in page.title_block.items() if k != "box"})
+            lines.append(fields.description())
+    return "\n".join(lines)
+
+
 def _page_record(page: PageResult, *, in_pdf: bool, context: RecordContext) -> PageRecord:
     measured = {key: value for key, value in asdict(page).items() if key not in _NOT_IN_MANIFEST}
+    if measured["title_block"] is None:
+        del measured["title_block"]  # absent rather than null, as in manifests before it
     # Which engine, version and model files read this page: null when no engine did (blank pages).
     engine = asdict(context.engines[page.ocr_engine][1]) if page.ocr_engine else None
     return PageRecord.model_validate({**measured, "in_pdf": in_pdf, "ocr_engine": engine})

@@ -84,8 +84,11 @@ class TriageSettings(Section):
     min_confidence: float = Field(ge=0, le=100)
     min_syllable_share: float = Field(ge=0, le=1)
     min_words: int = Field(ge=0)
+    drawing_min_curve_spread: float = Field(ge=0, le=1)
+    drawing_plan_min_curve_spread: float = Field(ge=0, le=1)
+    drawing_plan_min_short_rules: float = Field(ge=0)
     drawing_min_line_share: float = Field(ge=0, le=1)
-    drawing_max_mark_density: float = Field(ge=0)
+    drawing_max_inner_rules: int = Field(ge=0)
 
 
 class RetentionRule(Section):

@@ -1057,3 +1057,43 @@ def stamp_seal(rgb: np.ndarray, *, centre: tuple[int, int], dpi: int, size_mm: f
     tile = out[y0:y0 + size, x0:x0 + size]
     tile *= 1 - alpha[..., None] * (1 - np.array(ink, np.float32) / 255)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+# --- Drawings and near-drawings for the drawing detector (tests/test_drawings.py) ---------------------------------
+
+def parts_list_drawing_page(*, dpi: int, seed: int = 0) -> np.ndarray:
+    """An A4 assembly drawing whose right half is a dense parts list: as much text as a text page."""
+    rng = np.random.default_rng(seed)
+    s = _Sheet(dpi=dpi, paper="A4")
+    fx0, fy0, fx1, fy1 = 20.0, 10.0, s.w_mm - 10, s.h_mm - 10
+    s.rect(fx0, fy0, fx1, fy1, 0.7)
+    _mechanical_part(s, (fx0 + 5, fy0 + 5, fx0 + 140, fy1 - 38), rng)
+    # The parts list: 22 ruled rows of position, name, quantity and material, 4 mm apart.
+    x0, x1, top = fx1 - 112, fx1, fy0
+    for row in range(23):
+        y = top + 4.0 * row
+        s.line((x0, y), (x1, y), 0.18)
+        if row:
+            name = ("Bulông M8x25", "Đai ốc M8", "Vòng đệm 8", "Mặt bích DN50", "Gioăng cao su", "Trục Ø20")[row % 6]
+            for x, label in ((x0 + 1.5, f"{row:02d}"), (x0 + 10, name), (x0 + 62, f"{1 + row % 4}"),
+                             (x0 + 72, ("CT3", "C45", "SUS304", "Cao su")[row % 4])):
+                s.text((x, y - 1.0), label, 2.2)
+    for x in (x0, x0 + 8, x0 + 60, x0 + 70, x1):
+        s.line((x, top), (x, top + 4.0 * 22), 0.18)
+    _title_block(s, fx1, fy1, "CỤM MẶT BÍCH", "1:2", f"CK-{int(rng.integers(20, 99))}", rng)
+    return s.render()
+
+
+def land_certificate_page(*, dpi: int, seed: int = 0) -> np.ndarray:
+    """A land-use certificate page (giấy chứng nhận): text, and a small plot sketch with its side lengths."""
+    body = NATIONAL_MOTTO + [Heading("GIẤY CHỨNG NHẬN QUYỀN SỬ DỤNG ĐẤT"), *VIETNAMESE_PARAGRAPHS[:2]]
+    page, _ = render_page(text_lines_or_paragraphs=body, dpi=dpi, seed=seed)
+    s = _Sheet(dpi=dpi, paper="A4")
+    s.img = np.full_like(page, 255)  # portrait: the sketch goes in the lower half, 60 x 45 mm
+    x0, y0 = 75.0, 215.0
+    plot = [(x0, y0 + 5), (x0 + 52, y0), (x0 + 58, y0 + 40), (x0 + 4, y0 + 44)]
+    s.polyline(plot, 0.35, closed=True)
+    for (p, q), label in zip(zip(plot, plot[1:] + plot[:1]), ("18.25", "12.40", "17.90", "13.05"), strict=True):
+        s.text(((p[0] + q[0]) / 2, (p[1] + q[1]) / 2 - 1.5), label, 2.5, anchor="mm")
+    s.text((x0 + 28, y0 + 24), "Thửa 215", 2.8, anchor="mm")
+    return np.minimum(page, s.render())

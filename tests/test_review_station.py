@@ -353,6 +353,12 @@ def test_anonymous_requests_unsafe_keys_and_forged_forms_are_refused_and_basic_a
     prefix = queue["items"][0]["item"]
     status, png, _ = _http(station, f"/preview?p={urllib.parse.quote(prefix)}&page=1", auth=(CLERK, CLERK_PASSWORD))
     assert status == 200 and Image.open(io.BytesIO(png)).width >= 1000
+    # The drawing's evidence picture: readable, with the measured evidence drawn in colour.
+    drawing = station.item("dien-chau", "ban-ve-a3-200dpi")
+    status, png, _ = _http(station, f"/evidence?p={urllib.parse.quote(drawing)}&page=0", auth=(CLERK, CLERK_PASSWORD))
+    assert status == 200 and max(Image.open(io.BytesIO(png)).size) >= 1200 and Image.open(io.BytesIO(png)).mode == "RGB"
+    status, item_page, _ = _http(station, f"/item?p={urllib.parse.quote(drawing)}", auth=(CLERK, CLERK_PASSWORD))
+    assert status == 200 and b"/evidence?p=" in item_page
 
     # Another store's paths: every '../' is refused before anything is read.
     for path in ("/item?p=" + urllib.parse.quote("../inbox/nghi-loc/"), "/item?p=" + urllib.parse.quote("nghi-loc/../../archive/"),

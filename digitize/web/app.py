@@ -353,7 +353,10 @@ def create_app(
         pages = []
         for n in range(1, count + 1):
             facts = page_records[n - 1] if page_records else {}
-            pages.append({"number": n, "text": texts[n - 1] if n - 1 < len(texts) else "", "flags": by_page.get(n, []), "facts": facts})
+            # The night's picture of a flagged page with its measured evidence drawn over it.
+            evidence = item.thumbnails.get(str(facts["source_index"])) if facts else None
+            pages.append({"number": n, "text": texts[n - 1] if n - 1 < len(texts) else "", "flags": by_page.get(n, []),
+                          "facts": facts, "evidence": evidence})
         actions = [
             json.loads(stores.review.read_bytes(o.key)) for o in stores.review.list(item.prefix + manual.ACTIONS) if o.key.endswith(".json")
         ]
@@ -373,6 +376,19 @@ def create_app(
         item = find_item(p)
         manifest = json.loads(stores.review.read_bytes(f"{item.prefix}{item.name}.json"))
         return FileResponse(previews.page(item, manifest, page), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/evidence")
+    def evidence(request: Request, p: str, page: int) -> Response:
+        """The review picture of a flagged page (source page index `page`), evidence drawn over it."""
+        user, _ = who(request)
+        if user is None:
+            return anonymous(request)
+        item = find_item(p)
+        name = item.thumbnails.get(str(page))
+        if name is None:
+            raise manual.ReviewError(f"{item.name}: no evidence picture for page {page + 1}")
+        return Response(stores.review.read_bytes(f"{item.prefix}{name}"), media_type="image/png",
+                        headers={"Cache-Control": "private, max-age=3600"})
 
     async def acting(request: Request) -> tuple[User, dict, str]:
         user, _ = who(request)

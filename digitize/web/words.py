@@ -43,6 +43,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "page": ("Trang", "Page"),
     "flagged": ("Trang bị gắn cờ", "Flagged page"),
     "text_layer": ("Lớp chữ nhận dạng", "Recognised text"),
+    "evidence_image": ("Ảnh bằng chứng (nét xiên, khung, khung tên)", "Evidence picture (strokes, frame, title block)"),
     "no_text": ("(không có chữ)", "(no text)"),
     "zoom_in": ("Phóng to", "Zoom in"),
     "zoom_out": ("Thu nhỏ", "Zoom out"),
@@ -131,8 +132,10 @@ def _pages(ev: dict) -> str:
 # "split_by_person" is the station's own mark on a dossier a reviewer split off, not a triage flag.
 FLAGS: dict[str, tuple[tuple[str, str], Callable[[dict], tuple[str, str]]]] = {
     FlagName.TECHNICAL_DRAWING: (("Bản vẽ kỹ thuật", "Technical drawing"), lambda ev: (
-        f"{_pct(ev.get('line_share'))} mực nằm trên các nét thẳng dài; {_num(ev.get('mark_density'), 1)} ký tự trên 100 cm²",
-        f"{_pct(ev.get('line_share'))} of the ink lies on long straight strokes; {_num(ev.get('mark_density'), 1)} characters per 100 cm²",
+        f"nét xiên, cung tròn trên {_pct(ev.get('curve_spread'))} tờ giấy; {_pct(ev.get('line_share'))} mực nằm trên các nét thẳng dài"
+        + ("; có khung tên" if ev.get("title_block") else ""),
+        f"oblique strokes and arcs over {_pct(ev.get('curve_spread'))} of the sheet; {_pct(ev.get('line_share'))} of the ink on long straight strokes"
+        + ("; a title block" if ev.get("title_block") else ""),
     )),
     FlagName.OVERSIZED: (("Trang khổ lớn", "Oversized page"), lambda ev: (
         f"{_size(ev)}, lớn hơn khổ A4 quá {_pct(ev.get('tolerance'))}",

@@ -78,10 +78,15 @@ class OcrFiles:
 
 def ocr(
     image: Path, out_base: Path, *, languages: str, dpi: int, config_file: Path, timeout: float,
-    user_words: Path | None = None,
+    user_words: Path | None = None, page_segmentation: int | None = None,
 ) -> OcrFiles:  # fmt: skip
-    """OCR one page: a text-only PDF layer, word boxes with confidences (TSV), and plain text."""
+    """OCR one page: a text-only PDF layer, word boxes with confidences (TSV), and plain text.
+
+    `page_segmentation` is Tesseract's --psm (11: sparse text, for drawings); None keeps its default.
+    """
     argv = [PROGRAM, str(image), str(out_base), "-l", languages, "--dpi", str(dpi)]
+    if page_segmentation is not None:
+        argv += ["--psm", str(page_segmentation)]
     if user_words is not None:
         argv += ["--user-words", str(user_words)]
     argv += [str(config_file), "pdf", "tsv", "txt"]
