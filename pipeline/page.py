@@ -344,12 +344,15 @@ def _classify(
         result.flags[FlagName.OVERSIZED] = {"size_mm": list(result.size_mm), "tolerance": rules.oversize_tolerance}
     if result.blank:
         return
-    result.drawing = drawing.record()
-    if drawing.drawing:
+    # A born-digital page kept with its own text was not measured: it is no scan of a drawing.
+    is_drawing = drawing is not None and drawing.drawing
+    if drawing is not None:
+        result.drawing = drawing.record()
+    if is_drawing:
         result.flags[FlagName.TECHNICAL_DRAWING] = dict(result.drawing)
     share, vietnamese_share = vietnamese.syllable_share(ocr.text)
     result.syllable_share = round(share, 3) if share is not None else None
-    if ocr.words >= rules.min_words and not drawing.drawing:
+    if ocr.words >= rules.min_words and not is_drawing:
         low = {}
         if ocr.mean_confidence is not None and ocr.mean_confidence < rules.min_confidence:
             low["ocr_confidence"] = ocr.mean_confidence
