@@ -195,7 +195,7 @@ def flag_name(flag: str, lang: str) -> str:
 
 
 def flag_words(flag: str, evidence: dict, lang: str, *, page: int | None) -> str:
-    """"Bản vẽ kỹ thuật: 61% mực nằm trên các nét thẳng dài", with the page when there is one."""
+    """"Bản vẽ kỹ thuật: nét xiên, cung tròn trên 61% tờ giấy; …", with the page when there is one."""
     known = FLAGS.get(flag)
     index = LANGUAGES.index(lang)
     if known:
