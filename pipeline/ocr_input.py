@@ -59,7 +59,8 @@ def prepare(
         band = max(1, DROPOUT_BAND_PX // rgb.shape[1])
         for top in range(0, rgb.shape[0], band):
             rows = slice(top, top + band)
-            red, green, blue = cv2.split(rgb[rows])  # OpenCV's per-pixel max is ~10x numpy's over the channel axis
+            # OpenCV's per-pixel max is ~10x numpy's over the channel axis.
+            red, green, blue = cv2.split(rgb[rows])
             coloured = _coloured_ink(red, green, blue)
             if coloured.any():
                 # Black ink under a red seal or blue signature stays dark in every channel; the
