@@ -34,14 +34,22 @@ def _paper_brightness(page: AnalysisImage) -> np.ndarray:
     size = max(3, int(page.px(PAPER_WINDOW_MM) * 0.25) | 1)
     closed = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (size, size)))
     height, width = page.gray.shape
-    return cv2.resize(closed, (width, height), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    return cv2.resize(closed, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _ink_below(paper: np.ndarray, ink_contrast: float) -> np.ndarray:
+    """For each paper level, how many gray levels count as ink there: those darker than
+    `ink_contrast` × the paper (float32, as the comparison was made per pixel). A 256-entry
+    table instead of float images: on an A0 sheet those cost ~0.5 GB at once."""
+    levels = np.arange(256, dtype=np.float32)
+    limits = ink_contrast * np.maximum(levels, 1.0)
+    counts = (levels[np.newaxis, :] < limits[:, np.newaxis]).sum(axis=1)
+    return cv2.LUT(paper, counts.astype(np.uint8))  # ink_contrast < 1: at most 255 levels
 
 
 def detect_blank(page: AnalysisImage, settings: BlankSettings) -> BlankEvidence:
-    gray = page.gray.astype(np.float32)
-    paper = _paper_brightness(page)
     # Bleed-through and show-through are only a little darker than the paper around them.
-    ink = gray < settings.ink_contrast * np.maximum(paper, 1.0)
+    ink = page.gray < _ink_below(_paper_brightness(page), settings.ink_contrast)
     count, _, stats, _ = cv2.connectedComponentsWithStats(ink.view(np.uint8), connectivity=8)
     left, top, width, height, area = (stats[1:, i].astype(np.float64) for i in range(5))
     rows, cols = ink.shape

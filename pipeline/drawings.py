@@ -36,6 +36,8 @@ TITLE_RULE_END_MM = 12.0
 TITLE_RULE_MIN_MM = 20.0
 # Walls, outlines and boxes of a plan: rules shorter than this share of the sheet's side.
 SHORT_RULE_SHARE = 0.3
+# Label lookups go this many pixels at a time (see `_lookup`).
+LOOKUP_BAND_PX = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ def _strokes(page: AnalysisImage, ink: np.ndarray) -> _Strokes | None:
     count, labels, stats, _ = cv2.connectedComponentsWithStats(thin, connectivity=8)
     large = np.zeros(count, np.uint8)
     large[1:] = np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) > page.px(PIECE_MM)
-    pieces = large[labels]
+    pieces = _lookup(large, labels)
     del labels
     length = max(3, round(page.px(LINE_MM)))
     horizontal = cv2.morphologyEx(lines, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1)))
@@ -174,8 +176,10 @@ def _strokes(page: AnalysisImage, ink: np.ndarray) -> _Strokes | None:
     long_runs = np.zeros(count, np.uint8)
     sides = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
     long_runs[1:] = (np.maximum(*sides) >= page.px(CURVE_MM)) & (np.minimum(*sides) >= page.px(CURVE_MIN_SPAN_MM))
+    curved = _lookup(long_runs, labels)
+    del labels, rest, rules, pieces  # ~0.25 GB on an A0 sheet, not to be held while the rules are measured
     return _Strokes(
-        thin, horizontal, vertical, long_runs[labels],
+        thin, horizontal, vertical, curved,
         rows=_segments(horizontal, page, along_x=True), cols=_segments(vertical, page, along_x=False),
     )  # fmt: skip
 
@@ -184,7 +188,7 @@ def _cells(mask: np.ndarray, *, min_ink: float) -> tuple[tuple[int, int], ...]:
     height, width = mask.shape
     rows = np.linspace(0, height, GRID + 1).astype(int)
     cols = np.linspace(0, width, GRID + 1).astype(int)
-    sums = np.add.reduceat(np.add.reduceat(mask.astype(np.int32), rows[:-1], axis=0), cols[:-1], axis=1)
+    sums = np.add.reduceat(np.add.reduceat(mask, rows[:-1], axis=0, dtype=np.int32), cols[:-1], axis=1)
     return tuple((int(r), int(c)) for r, c in zip(*np.nonzero(sums >= min_ink), strict=True))
 
 
@@ -204,6 +208,16 @@ def draw_evidence(gray: np.ndarray, evidence: DrawingEvidence, *, scale: float) 
             b = box.scaled(scale)
             cv2.rectangle(picture, (b.x0, b.y0), (b.x1, b.y1), colour, thickness=3)
     return picture
+
+
+def _lookup(table: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """`table[labels]`, a band of rows at a time: numpy indexes through a 64-bit copy of the
+    labels, which on an A0 sheet would be 280 MB at once."""
+    out = np.empty(labels.shape, table.dtype)
+    band = max(1, LOOKUP_BAND_PX // labels.shape[1])
+    for top in range(0, labels.shape[0], band):
+        out[top : top + band] = table[labels[top : top + band]]
+    return out
 
 
 def _segments(mask: np.ndarray, page: AnalysisImage, *, along_x: bool) -> np.ndarray:

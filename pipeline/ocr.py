@@ -21,6 +21,10 @@ from any engine under the stored image:
 - no transparency, JavaScript or encryption, so the record can still be PDF/A-1b or 2b;
 - `PageText.text` is the same words as plain text, Unicode NFC, pages without form feeds.
 
+The page is handed over as a `PageImage`, whose pixels the engine may take for itself
+(`PageImage.take`): the caller keeps no other reference to them, so a large sheet (an A0
+drawing is 139 MB in gray) is not held by the caller while the engine reads it.
+
 Tesseract is the one engine today; `choose_engine` in `batch.process_inputs` can route chosen
 pages to another (a sparse-text pass on drawings, say), and each page's manifest record names
 the engine, its version and model files.
@@ -74,6 +78,21 @@ class PageText:
 EMPTY_PAGE = PageText("", None, None, 0)
 
 
+class PageImage:
+    """The upright 8-bit gray page handed to `OcrEngine.read_page`; its pixels can be taken
+    once, after which it holds none (see the module's docstring)."""
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        self._pixels: np.ndarray | None = pixels
+        self.shape: tuple[int, int] = pixels.shape[:2]
+
+    def take(self) -> np.ndarray:
+        pixels, self._pixels = self._pixels, None
+        if pixels is None:
+            raise RuntimeError("the page's pixels were already taken")
+        return pixels
+
+
 @dataclass(frozen=True)
 class Orientation:
     rotate: int  # degrees clockwise that make the page upright
@@ -96,7 +115,7 @@ class OcrEngine(Protocol):
         """The turn that makes a level page upright, or None when the engine cannot tell confidently."""
         ...
 
-    def read_page(self, gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeout: float) -> PageText:
+    def read_page(self, page: PageImage, *, dpi: float, work: Path, languages: str, timeout: float) -> PageText:
         """Read an upright gray page (skewed by 2° at most); files go next to `work` (a path stem). A crash or timeout
         gives an empty PageText with `failure` set, not an exception."""
         ...
@@ -136,27 +155,34 @@ class TesseractEngine:
             return None
         return Orientation(osd.rotate, osd.confidence)
 
-    def read_page(self, gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeout: float) -> PageText:
+    def read_page(self, page: PageImage, *, dpi: float, work: Path, languages: str, timeout: float) -> PageText:
         image = work.with_suffix(".pgm")  # uncompressed: cheapest to write and for Leptonica to read
+        height, width = page.shape
         # Encoded, then written by Python: unlike cv2.imwrite, a full disk raises with its reason.
-        image.write_bytes(cv2.imencode(".pgm", gray)[1])
+        # The pixels are dropped once on disk: Tesseract needs ~4x the page, and we need no copy.
+        image.write_bytes(cv2.imencode(".pgm", page.take())[1])
         try:
-            with resources.as_file(OCR_CONFIG) as config_file, resources.as_file(USER_WORDS) as user_words:
-                files = tesseract.ocr(
-                    image, work, languages=languages, dpi=round(dpi), config_file=config_file, timeout=timeout,
-                    user_words=user_words, page_segmentation=self.page_segmentation,
-                )  # fmt: skip
-        except ExternalProgramError as exc:
-            log.warning("OCR failed, page gets an empty text layer: %s", exc)
-            return PageText("", None, None, 0, failure=str(exc))
+            try:
+                with resources.as_file(OCR_CONFIG) as config_file, resources.as_file(USER_WORDS) as user_words:
+                    files = tesseract.ocr(
+                        image, work, languages=languages, dpi=round(dpi), config_file=config_file, timeout=timeout,
+                        user_words=user_words, page_segmentation=self.page_segmentation,
+                    )  # fmt: skip
+            except ExternalProgramError as exc:
+                log.warning("OCR failed, page gets an empty text layer: %s", exc)
+                return PageText("", None, None, 0, failure=str(exc))
+            confidences = _word_confidences(files.tsv)
+            text = unicodedata.normalize("NFC", files.txt.read_text("utf-8")).replace("\f", "").strip()
+            mean = round(sum(confidences) / len(confidences), 2) if confidences else None
+            second = None
+            if "vie" in languages.split("+") and "+" in languages:
+                # Heading crops are read back from the file, a few rows at a time.
+                offset = image.stat().st_size - height * width
+                gray = np.memmap(image, np.uint8, mode="r", offset=offset, shape=(height, width))
+                text, second = _restore_headings(gray, files, text, work=work, dpi=round(dpi), timeout=timeout)
+                del gray
         finally:
             image.unlink(missing_ok=True)
-        confidences = _word_confidences(files.tsv)
-        text = unicodedata.normalize("NFC", files.txt.read_text("utf-8")).replace("\f", "").strip()
-        mean = round(sum(confidences) / len(confidences), 2) if confidences else None
-        second = None
-        if "vie" in languages.split("+") and "+" in languages:
-            text, second = _restore_headings(gray, files, text, work=work, dpi=round(dpi), timeout=timeout)
         return PageText(text=text, text_pdf=files.text_pdf, mean_confidence=mean, words=len(confidences), second_pass=second)
 
 

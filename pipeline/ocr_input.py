@@ -24,6 +24,8 @@ COLOUR_SPREAD = 60
 # A seal is a red ring or disc about 30-50 mm across (round seals of Vietnamese agencies).
 SEAL_MM = (20.0, 70.0)
 SEAL_MIN_RED_SHARE = 0.04  # of the seal's bounding box
+# The colour dropout goes this many pixels at a time.
+DROPOUT_BAND_PX = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -52,15 +54,24 @@ def prepare(
     dropped = False
     if image.mode == "RGB":
         rgb = np.asarray(image)
-        red, green, blue = cv2.split(rgb)  # OpenCV's per-pixel max is ~10x numpy's over the channel axis
-        coloured = _coloured_ink(red, green, blue)
-        if coloured.any():
+        without_colour: np.ndarray | None = None
+        # A band of rows at a time: channels and masks of a whole A0 sheet would be ~1 GB.
+        band = max(1, DROPOUT_BAND_PX // rgb.shape[1])
+        for top in range(0, rgb.shape[0], band):
+            rows = slice(top, top + band)
+            # OpenCV's per-pixel max is ~10x numpy's over the channel axis.
+            red, green, blue = cv2.split(rgb[rows])
+            coloured = _coloured_ink(red, green, blue)
+            if coloured.any():
+                # Black ink under a red seal or blue signature stays dark in every channel; the
+                # coloured ink is light in its own, so the brightest channel drops it.
+                without_colour = gray.copy() if without_colour is None else without_colour
+                np.copyto(without_colour[rows], cv2.max(cv2.max(red, green), blue), where=coloured)
+        if without_colour is not None:
             seals = find_seals(rgb, dpi=dpi)
-            # Black ink under a red seal or blue signature stays dark in every channel; the
-            # coloured ink is light in its own, so the brightest channel drops it.
-            gray = gray.copy()
-            np.copyto(gray, cv2.max(cv2.max(red, green), blue), where=coloured)
+            gray = without_colour
             dropped = True
+        del rgb
     residual = skew_deg if abs(skew_deg) <= OCR_TOLERATED_SKEW_DEG else 0.0
     upright = geometry.level_image(gray, quarter_turns=quarter_turns, skew_deg=skew_deg - residual, fill=255)
     scale = 1.0

@@ -18,7 +18,7 @@ from pipeline.blank import BlankEvidence, detect_blank
 from pipeline.errors import CorruptInput
 from pipeline.flags import FlagName
 from pipeline.manifest import Receipt
-from pipeline.ocr import EMPTY_PAGE, TESSERACT, OcrEngine, PageText, sparse_text
+from pipeline.ocr import EMPTY_PAGE, TESSERACT, OcrEngine, PageImage, PageText, sparse_text
 from pipeline.pdfpage import (
     PDF_ORIGINAL, KeptOriginal, OriginalNotKept, StoredImage, build_page_pdf, encode_for_storage, keep_original_page,
 )  # fmt: skip
@@ -169,19 +169,25 @@ def process_page(
         page = None
     if prepared is not None:
         reader = sparse_text(engine) if is_drawing else engine
-        with clock.stage("ocr"):
-            ocr = reader.read_page(
-                prepared.image, dpi=prepared.dpi, work=stem, languages=settings.ocr.languages,
-                timeout=settings.ocr.page_timeout_s,
-            )  # fmt: skip
-            if is_drawing and drawing.title_block is not None:
-                result.title_block = _read_title_block(reader, level, drawing.title_block, analysis, dpi, stem, settings)
+        title_crop = None
+        if is_drawing and drawing.title_block is not None:
+            title_crop = _title_block_crop(level, drawing.title_block, analysis, dpi)
         result.ocr_engine = engine.name
         result.ocr_input = _ocr_input_record(prepared)
+        text_skew, ocr_dpi = prepared.residual_skew_deg, prepared.dpi
+        # The engine takes the pixels: an A0 sheet (139 MB) is not held here while Tesseract reads it.
+        page_image = PageImage(prepared.image)
+        del level, prepared
+        with clock.stage("ocr"):
+            ocr = reader.read_page(
+                page_image, dpi=ocr_dpi, work=stem, languages=settings.ocr.languages,
+                timeout=settings.ocr.page_timeout_s,
+            )  # fmt: skip
+            del page_image
+            if title_crop is not None:
+                result.title_block = _read_title_block(reader, title_crop, drawing.title_block, dpi, stem, settings)
         if ocr.second_pass is not None:
             result.ocr_second_pass = dataclasses.asdict(ocr.second_pass)
-        text_skew = prepared.residual_skew_deg
-        del level, prepared
     skew = _applied_skew(geo, settings)
     corrected = (height, width) if geo.quarter_turns % 2 else (width, height)
     result.pixels, result.dpi, result.dpi_inferred = (width, height), round(dpi, 2), dpi_inferred
@@ -298,23 +304,22 @@ def _drawing_evidence(
     return drawings.detect(analysis, ink, settings.triage, character_marks=geo.marks)
 
 
-def _read_title_block(
-    engine: OcrEngine,
-    level: np.ndarray,
-    block: drawings.Box,
-    analysis: geometry.AnalysisImage,
-    dpi: float,
-    stem: Path,
-    settings: Settings,
-) -> dict | None:
-    """The title block cut from the full-resolution page and read on its own: its cells then
-    are the whole image, not a corner of a sheet full of lines."""
+def _title_block_crop(level: np.ndarray, block: drawings.Box, analysis: geometry.AnalysisImage, dpi: float) -> np.ndarray:
+    """The title block cut from the full-resolution page (a copy: the page itself goes to OCR)."""
     box = block.scaled(dpi / analysis.dpi)
     margin = round(TITLE_BLOCK_MARGIN_MM * dpi / 25.4)
     height, width = level.shape
     crop = level[max(0, box.y0 - margin) : min(height, box.y1 + margin), max(0, box.x0 - margin) : min(width, box.x1 + margin)]
+    return crop.copy()
+
+
+def _read_title_block(
+    engine: OcrEngine, crop: np.ndarray, block: drawings.Box, dpi: float, stem: Path, settings: Settings
+) -> dict | None:
+    """The title block read on its own: its cells then are the whole image, not a corner of a
+    sheet full of lines."""
     read = engine.read_page(
-        np.ascontiguousarray(crop), dpi=dpi, work=stem.with_name(stem.name + "-title"),
+        PageImage(crop), dpi=dpi, work=stem.with_name(stem.name + "-title"),
         languages=settings.ocr.languages, timeout=settings.ocr.page_timeout_s,
     )  # fmt: skip
     if read.text_pdf is not None:

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline._exec import tesseract
 from pipeline.batch import process_inputs
-from pipeline.ocr import TESSERACT, Orientation, PageText
+from pipeline.ocr import TESSERACT, Orientation, PageImage, PageText
 from pipeline.settings import load_settings
 from pipeline.sources import PageRef
 from tests.conftest import pdf_text, preflight, word_accuracy
@@ -82,8 +82,8 @@ class FakeReader:
     def orientation(self, gray: np.ndarray, *, dpi: float, work: Path, timeout: float) -> Orientation | None:
         return None
 
-    def read_page(self, gray: np.ndarray, *, dpi: float, work: Path, languages: str, timeout: float) -> PageText:
-        height, width = gray.shape[:2]
+    def read_page(self, page: PageImage, *, dpi: float, work: Path, languages: str, timeout: float) -> PageText:
+        height, width = page.shape
         layer = text_layer(
             FAKE_WORDS, width_px=width, height_px=height, dpi=dpi, glyphless_ttf=self.glyphless_ttf,
             out=work.with_suffix(".fake.pdf"),
