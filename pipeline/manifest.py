@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer, ValidationError, model_serializer, model_validator
 
@@ -35,6 +35,17 @@ class ManifestError(DigitizeError):
 
 class _Part(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # Fields added after manifests were first written: left out unless set, so an older
+    # manifest dumps back byte for byte as it was written.
+    _added_later: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        for key in self._added_later:
+            if key not in self.model_fields_set:
+                data.pop(key, None)
+        return data
 
 
 class Provenance(_Part):
@@ -69,7 +80,8 @@ class Source(_Part):
         return self
 
     @model_serializer(mode="wrap")
-    def _without_missing_origin(self, handler) -> dict[str, Any]:
+    def _as_written(self, handler) -> dict[str, Any]:
+        # A source has one origin: the other is left out, not written as null.
         data = handler(self)
         for origin in ("provenance", "path"):
             if data.get(origin) is None:
@@ -99,9 +111,7 @@ class Output(_Part):
     # Set when review re-assembles the PDF (its page count then differs from the page records).
     pages: int | None = None
 
-    @model_serializer(mode="wrap")
-    def _as_written(self, handler) -> dict[str, Any]:
-        return _omit_unset(self, handler(self), ("pages",))
+    _added_later = ("pages",)
 
 
 class Stamp(_Part):
@@ -131,9 +141,7 @@ class Signature(_Part):
     # The visible stamp (signing.appearance = "decree30"); absent for an invisible signature.
     stamp: Stamp | None = None
 
-    @model_serializer(mode="wrap")
-    def _as_written(self, handler) -> dict[str, Any]:
-        return _omit_unset(self, handler(self), ("stamp",))
+    _added_later = ("stamp",)
 
 
 class Receipt(_Part):
@@ -270,12 +278,7 @@ class PageRecord(_Part):
     # Only on a drawing whose title block was found and read.
     title_block: TitleBlock | None = None
 
-    @model_serializer(mode="wrap")
-    def _as_written(self, handler) -> dict[str, Any]:
-        data = _omit_unset(self, handler(self), ("ocr_engine", "ocr_input", "ocr_second_pass", "title_block"))
-        if self.pdf_source is None:
-            data.pop("pdf_source", None)
-        return data
+    _added_later = ("ocr_engine", "pdf_source", "ocr_input", "ocr_second_pass", "title_block")
 
 
 class InputSignature(_Part):
@@ -372,18 +375,7 @@ class RecordManifest(_Part):
     # Only for a signed PDF input (pipeline/input_signatures.py).
     original: KeptInput | None = None
 
-    @model_serializer(mode="wrap")
-    def _as_written(self, handler) -> dict[str, Any]:
-        optional = ("replacements", "review", "split_from", "documents", "dossier", "receipt", "original")
-        return _omit_unset(self, handler(self), optional)
-
-
-def _omit_unset(model: BaseModel, data: dict[str, Any], optional: tuple[str, ...]) -> dict[str, Any]:
-    """Leave out the optional keys a manifest never had, so it dumps back as it was written."""
-    for key in optional:
-        if key not in model.model_fields_set:
-            data.pop(key, None)
-    return data
+    _added_later = ("replacements", "review", "split_from", "documents", "dossier", "receipt", "original")
 
 
 def load_manifest(data: bytes | str, *, origin: str) -> RecordManifest:

@@ -257,8 +257,9 @@ def _title_blocks(pages: list[PageResult]) -> str:
 
 def _page_record(page: PageResult, *, in_pdf: bool, context: RecordContext) -> PageRecord:
     measured = {key: value for key, value in asdict(page).items() if key not in _NOT_IN_MANIFEST}
-    if measured["title_block"] is None:
-        del measured["title_block"]  # absent rather than null, as in manifests before it
+    for only_some in ("title_block", "pdf_source"):  # absent rather than null on other pages
+        if measured[only_some] is None:
+            del measured[only_some]
     # Which engine, version and model files read this page: null when no engine did (blank pages).
     engine = asdict(context.engines[page.ocr_engine][1]) if page.ocr_engine else None
     return PageRecord.model_validate({**measured, "in_pdf": in_pdf, "ocr_engine": engine})
