@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 from collections.abc import Callable
+from typing import ContextManager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,9 +32,12 @@ from pipeline.split import DossierHint
 
 def run_claimed_batch(
     prefix: str, inbox: Store, archive: Store, review: Store, tmp: Path, settings: AppSettings, jobs: int, audit: AuditLog,
-    *, on_pages: Callable[[int], None] | None = None,
+    *, on_pages: Callable[[int], None] | None = None, ocr_slots: Callable[[], ContextManager] = contextlib.nullcontext,
 ) -> BatchResult:
     """Archive what can be, quarantine what cannot with its reason, and mark the batch done.
+
+    `ocr_slots` is held while the pages are processed, and only then: this machine's share of
+    Tesseract, so one batch's downloads and uploads overlap another's OCR.
 
     What a records office needs from a batch that is not all there or not all good:
     * a batch.json that cannot be used rejects the batch once (`_reject_batch`);
@@ -90,13 +95,14 @@ def run_claimed_batch(
         f.name: Provenance(station=manifest.station, operator=manifest.operator, batch=prefix, key=prefix + f.name)
         for f in manifest.files
     }
-    report = (
-        process_inputs(
-            inputs, out, settings, jobs=jobs, hints=hints, signer=signer, work_dir=tmp, provenance=provenance, on_pages=on_pages,
-            input_trust_roots=load_trust_roots(settings.signing.trust_roots),
-        )
-        if inputs else BatchReport()
-    )  # fmt: skip
+    with ocr_slots():
+        report = (
+            process_inputs(
+                inputs, out, settings, jobs=jobs, hints=hints, signer=signer, work_dir=tmp, provenance=provenance, on_pages=on_pages,
+                input_trust_roots=load_trust_roots(settings.signing.trust_roots),
+            )
+            if inputs else BatchReport()
+        )  # fmt: skip
     archived, already_dossiers = _upload(report, prefix, manifest.scanned_at, archive, review, audit, tmp / "duplicates")
     _note_received(report, manifest, prefix, archived, already_dossiers, archive)
     rejected += [(r.input.name, r.input, r.reason.removeprefix(f"{r.input}: ")) for r in report.rejected]

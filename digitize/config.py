@@ -52,6 +52,7 @@ class ServiceSettings(Section):
     work_dir: str
     retry_delays_s: list[NonNegativeFloat] = Field(max_length=10)
     held_wait_max_s: float = Field(ge=0)
+    batch_deployment: str
 
 
 class ReviewSettings(Section):

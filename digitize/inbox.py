@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -134,6 +135,8 @@ class BatchState:
     since: datetime | None = None
     # The claims under the batch, each with its last sign of life.
     claims: tuple[tuple[str, datetime], ...] = ()
+    # batch.json's checksum: with the prefix, what makes a batch run's idempotency key.
+    manifest_sha256: str = ""
 
     @property
     def station(self) -> str:
@@ -190,16 +193,18 @@ def _judge(store: Store, prefix: str, objects: dict[str, StoredObject], now: dat
         if late:
             return BatchState(prefix, Readiness.INCOMPLETE, f"no {BATCH_MANIFEST} after {now - since}", since=since, claims=claims)
         return BatchState(prefix, Readiness.WAITING, f"no {BATCH_MANIFEST} yet", since=since, claims=claims)
+    raw = store.read_bytes(prefix + BATCH_MANIFEST)
+    checksum = hashlib.sha256(raw).hexdigest()
     try:
-        manifest = parse_manifest(store.read_bytes(prefix + BATCH_MANIFEST), f"{store.url}/{prefix}{BATCH_MANIFEST}")
+        manifest = parse_manifest(raw, f"{store.url}/{prefix}{BATCH_MANIFEST}")
     except InputError as exc:
-        return BatchState(prefix, Readiness.INVALID, exc.reason, since=since, claims=claims)
+        return BatchState(prefix, Readiness.INVALID, exc.reason, since=since, claims=claims, manifest_sha256=checksum)
     missing = [f.name for f in manifest.files if f.name not in objects or objects[f.name].size != f.bytes]
     if missing:
         state = Readiness.INCOMPLETE if late else Readiness.WAITING
         detail = f"{len(missing)} listed files missing or of the wrong size: {', '.join(missing[:5])}"
-        return BatchState(prefix, state, detail, manifest, since=since, claims=claims)
-    return BatchState(prefix, Readiness.READY, f"{len(manifest.files)} files", manifest, since=since, claims=claims)
+        return BatchState(prefix, state, detail, manifest, since=since, claims=claims, manifest_sha256=checksum)
+    return BatchState(prefix, Readiness.READY, f"{len(manifest.files)} files", manifest, since=since, claims=claims, manifest_sha256=checksum)
 
 
 def _claims(objects: dict[str, StoredObject]) -> tuple[tuple[str, datetime], ...]:
@@ -273,6 +278,42 @@ def _gone(body: dict) -> bool:
     return _process_start(int(body["pid"])) != body.get("pid_start")
 
 
+class ClaimLife(StrEnum):
+    """What a batch's claims say of the run that works on it, for one that no longer reports."""
+
+    LIVE = "live"  # a claim renewed within the lease, by a process not known to be gone
+    DEAD = "dead"  # only claims whose process is gone or that went silent past the lease
+    NONE = "none"  # no claim: not taken up yet, between retries, or finished
+
+
+def claim_life(store: Store, prefix: str, lease_s: float, *, run: str) -> ClaimLife:
+    """Whether batch run `run` still holds `prefix`, from its claims in the store (judged as Claim
+    judges rivals: renewed within the lease, by a process not known to be gone).
+
+    A dead claim is a run that died holding the batch (its machine or worker killed): it never
+    released it. The store is the judge because the batch's data is written there: a worker cut
+    off from Prefect but still reaching S3 keeps its claim alive, and is not replaced while it
+    may still write."""
+    objects = {o.key: o for o in store.list(prefix + CLAIMS)}
+    now = max([datetime.now(timezone.utc), *(o.modified for o in objects.values())])
+    life = ClaimLife.NONE
+    for key, obj in objects.items():
+        if key.endswith(ALIVE):
+            continue
+        try:
+            body = json.loads(store.read_bytes(key))
+        except (StorageError, ValueError):  # released meanwhile, or unreadable
+            continue
+        if body.get("run") != run:
+            continue
+        beat = objects.get(key + ALIVE)
+        last = max(obj.modified, beat.modified) if beat else obj.modified
+        if (now - last).total_seconds() < lease_s and not _gone(body):
+            return ClaimLife.LIVE
+        life = ClaimLife.DEAD
+    return life
+
+
 class Claim:
     """Owning a batch, exactly once across runs and machines, on any store.
 
@@ -286,8 +327,8 @@ class Claim:
     process is gone (killed, or the machine rebooted), rather than after the lease.
     """
 
-    def __init__(self, store: Store, prefix: str, *, lease_s: float, settle_s: float) -> None:
-        self.store, self.prefix = store, prefix
+    def __init__(self, store: Store, prefix: str, *, lease_s: float, settle_s: float, run: str = "") -> None:
+        self.store, self.prefix, self.run = store, prefix, run
         self.lease_s, self.settle_s = lease_s, settle_s
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         self.key = f"{prefix}{CLAIMS}{stamp}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -300,7 +341,7 @@ class Claim:
     def _write(self, key: str) -> None:
         body = {
             "host": socket.gethostname(), **machine_identity(), "pid": os.getpid(), "pid_start": _process_start(os.getpid()),
-            "boot_id": _boot_id(), "at": datetime.now(timezone.utc).isoformat(),
+            "boot_id": _boot_id(), "at": datetime.now(timezone.utc).isoformat(), "run": self.run,
         }  # fmt: skip
         self.store.put_bytes(key, json.dumps(body).encode())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 
@@ -14,6 +15,9 @@ from pipeline.errors import DigitizeError
 
 # The last night's report, beside the audit log in the archive, for `digitize status`; each run overwrites it.
 LAST_NIGHT = "audit/last-night.json"
+# Each batch run's result, by its Prefect flow run id, for the night that dispatched it: the run
+# may have worked on another machine. Read by key only, so the folder's size costs no night anything.
+BATCH_RUNS = "audit/batch-runs/"
 SCHEMA = "digitize.night/1"
 
 
@@ -59,6 +63,7 @@ class BatchResult(BaseModel):
     detail: str = ""  # who holds it, or why it failed
     lease_left_s: float | None = None  # HELD: until the holder's lease runs out, unless renewed
     exit_code: int | None = None  # FAILED: the failure's exit code
+    run: str = ""  # the batch's own flow run on the dashboard, when it had one
 
 
 class QueuedBatch(BaseModel):
@@ -167,8 +172,8 @@ class NightReport(BaseModel):
             ))  # fmt: skip
         return rows
 
-    def markdown(self) -> str:
-        """The nightly summary artifact."""
+    def markdown(self, run_url: Callable[[str], str] = lambda run: "") -> str:
+        """The nightly summary artifact; `run_url` gives a batch run's page on the dashboard."""
         hours = max(self.seconds, 1e-9) / 3600
         lines = [
             f"# Tonight's digitization: {self.outcome}", "",
@@ -199,6 +204,11 @@ class NightReport(BaseModel):
                 f"- dossiers to review: **{review.open}**" + (f", oldest {duration(review.oldest_open_s)}" if review.oldest_open_s is not None else ""),
                 f"- quarantined inputs: **{review.quarantined}**" + (f", oldest {duration(review.oldest_quarantined_s)}" if review.oldest_quarantined_s is not None else ""),
             ]  # fmt: skip
+        runs = [b for b in self.batches if b.run]
+        if runs:
+            lines += ["", "## Batch runs (filter the dashboard's runs by tag station:<id> or batch:<station>/<batch>)", ""]
+            lines += ["| batch | station | outcome | flow run |", "|---|---|---|---|"]
+            lines += [f"| {b.batch} | {b.station} | {b.outcome} | {f'[{b.run}]({url})' if (url := run_url(b.run)) else b.run} |" for b in runs]
         failed = [b for b in self.batches if b.outcome in (BatchOutcome.FAILED, BatchOutcome.HELD)]
         if failed:
             lines += ["", "## Not finished tonight", "", "| batch | state | why |", "|---|---|---|"]
@@ -250,6 +260,18 @@ def load_last_night(archive: Store) -> NightReport | None:
     if not archive.exists(LAST_NIGHT):
         return None
     return NightReport.model_validate_json(archive.read_bytes(LAST_NIGHT))
+
+
+def save_batch_result(archive: Store, run: str, result: BatchResult) -> None:
+    archive.put_bytes(f"{BATCH_RUNS}{run}.json", result.model_dump_json(indent=2).encode())
+
+
+def load_batch_result(archive: Store, run: str) -> BatchResult | None:
+    """What batch run `run` reported, or None when it ended before it could say (killed, or S3 down)."""
+    key = f"{BATCH_RUNS}{run}.json"
+    if not archive.exists(key):
+        return None
+    return BatchResult.model_validate_json(archive.read_bytes(key))
 
 
 def table_rows(result: BatchResult) -> list[dict]:

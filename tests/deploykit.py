@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -115,9 +116,14 @@ def background(argv: list[str], *, env: dict, cwd: Path, log: Path) -> Iterator[
                 continue
 
 
-def worker(pool: str, queue: str, *, env: dict, cwd: Path, log: Path):
-    """`prefect worker start` on `pool`'s `queue`, as on a scanner-room machine."""
-    return background([str(PREFECT), "worker", "start", "--pool", pool, "--work-queue", queue], env=env, cwd=cwd, log=log)
+def worker(pool: str, *, env: dict, cwd: Path, log: Path):
+    """`prefect worker start` on `pool`, as on a scanner-room machine (prefect.yaml's header)."""
+    return background([str(PREFECT), "worker", "start", "--pool", pool, "--limit", "2"], env=env, cwd=cwd, log=log)
+
+
+def runs_taken(log: Path) -> set[str]:
+    """The flow runs a worker started, from its log."""
+    return set(re.findall(r"submitting flow run '([0-9a-f-]{36})'", log.read_text(errors="replace")))
 
 
 def prefect_cli(*args: str, env: dict, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -35,6 +35,7 @@ RECORD = re.compile(r"^\d{4}/\d{2}/(?P<code>[^/]+)\.(?P<ext>pdf|txt|json)$")
 AUDIT_LOG = re.compile(r"^audit/\d{4}/\d{2}/\d{2}/[^/]+\.jsonl$")
 SOURCE_INDEX = re.compile(r"^sources/[0-9a-f]{64}\.json$")
 NIGHT_REPORT = "audit/last-night.json"
+BATCH_RUN_RESULT = re.compile(r"^audit/batch-runs/[0-9a-f-]{36}\.json$")
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,10 @@ def _codes_dropped(inbox: Store) -> Counter:
 
 def _records(archive: Store) -> list:
     """Every object under the archive but the audit log and the index of scans."""
-    return [o for o in archive.list() if not (AUDIT_LOG.match(o.key) or SOURCE_INDEX.match(o.key) or o.key == NIGHT_REPORT)]
+    return [
+        o for o in archive.list()
+        if not (AUDIT_LOG.match(o.key) or SOURCE_INDEX.match(o.key) or BATCH_RUN_RESULT.match(o.key) or o.key == NIGHT_REPORT)
+    ]  # fmt: skip
 
 
 def _complete(archive: Store, key: str) -> bool:

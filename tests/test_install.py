@@ -156,23 +156,22 @@ def test_prefect_deploy_takes_the_schedule_from_the_settings_and_a_worker_runs_i
                       env={**env, "DIGITIZE_SERVICE_SCHEDULE": "30 21 * * 1-5"}, cwd=REPO)  # fmt: skip
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
         deployments = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
-        assert sorted(d["name"] for d in deployments) == ["nightly-scanner-room-1", "nightly-scanner-room-2"]
-        for found in deployments:
-            assert found["entrypoint"] == "flows.nightly.nightly_from_config"
-            assert found["pull_steps"] == []
-            assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in found["schedules"]] == [
-                ("30 21 * * 1-5", "Asia/Ho_Chi_Minh")
-            ]
+        assert sorted(d["name"] for d in deployments) == ["batches", "nightly"]
+        by_name = {d["name"]: d for d in deployments}
+        assert by_name["nightly"]["entrypoint"] == "flows.nightly.nightly_from_config"
+        assert by_name["batches"]["entrypoint"] == "flows.batch.process_batch_run"
+        assert by_name["batches"]["schedules"] == [] and all(d["pull_steps"] == [] for d in deployments)
+        assert [(s["schedule"]["cron"], s["schedule"]["timezone"]) for s in by_name["nightly"]["schedules"]] == [
+            ("30 21 * * 1-5", "Asia/Ho_Chi_Minh")
+        ]
 
         # Without the override, the default of digitize/config/service.toml.
-        again = _run([BIN / "prefect", "--no-prompt", "deploy", "--name", "nightly-scanner-room-1"], env=env, cwd=REPO)
+        again = _run([BIN / "prefect", "--no-prompt", "deploy", "--name", "nightly"], env=env, cwd=REPO)
         assert again.returncode == 0, again.stdout + again.stderr
-        room_1 = httpx.post(f"{api}/deployments/filter", json={"deployments": {"name": {"any_": ["nightly-scanner-room-1"]}}},
-                            timeout=10).json()[0]  # fmt: skip
-        assert [s["schedule"]["cron"] for s in room_1["schedules"]] == ["0 22 * * *"]
+        nightly = httpx.post(f"{api}/deployments/filter", json={"deployments": {"name": {"any_": ["nightly"]}}}, timeout=10).json()[0]
+        assert [s["schedule"]["cron"] for s in nightly["schedules"]] == ["0 22 * * *"]
 
-        run = httpx.post(f"{api}/deployments/{room_1['id']}/create_flow_run", json={}, timeout=10).json()
-        worker = _run([BIN / "prefect", "worker", "start", "--pool", "digitize", "--work-queue", "scanner-room-1", "--run-once"],
-                      env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+        run = httpx.post(f"{api}/deployments/{nightly['id']}/create_flow_run", json={}, timeout=10).json()
+        worker = _run([BIN / "prefect", "worker", "start", "--pool", "digitize", "--run-once"], env=env, cwd=tmp_path, timeout=300)
         state = httpx.get(f"{api}/flow_runs/{run['id']}", timeout=10).json()["state_type"]
         assert state == "COMPLETED", worker.stdout + worker.stderr

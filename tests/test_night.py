@@ -77,7 +77,7 @@ def drop(env: dict, folder: Path, station: str) -> str:
 
 def test_a_night_with_a_rejected_scan_ends_needs_attention_with_its_counts(prefect_api, tmp_path):
     env = night_env(tmp_path, prefect_api)
-    drop(env, batch_folder(tmp_path / "desk-1", RECEIPT), "vinh")
+    first = drop(env, batch_folder(tmp_path / "desk-1", RECEIPT), "vinh")
     second = drop(env, batch_folder(tmp_path / "desk-2", REPO / "sample_scans" / "ban-ve-a3-200dpi.jpg",
                                     REPO / "sample_scans" / "don-de-nghi-200dpi-skew.png"), "dien-chau")  # fmt: skip
     # What a station's faulty disk looks like: a scan that does not match its batch.json.
@@ -107,11 +107,20 @@ def test_a_night_with_a_rejected_scan_ends_needs_attention_with_its_counts(prefe
     assert "- dossiers to review: **1**" in text and "- quarantined inputs: **1**" in text, text
     assert "don-de-nghi-200dpi-skew.png: checksum does not match batch.json" in text
 
-    # Each batch is a task run tagged with its station, so the dashboard can filter by it.
-    tasks = api_call(prefect_api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [night["run"]]}}})
-    assert sorted(tag for t in tasks for tag in t["tags"] if tag.startswith("station:")) == ["station:dien-chau", "station:vinh"]
-    # The batch table names each dossier and where it went, whole.
-    tables = api_call(prefect_api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [night["run"]]}, "type": {"any_": ["table"]}}})
+    # Each batch is a flow run of its own, tagged with its station and batch, so the dashboard can
+    # filter by either; the summary links each run.
+    batch_runs = {
+        run["id"]: run for run in api_call(prefect_api, "/flow_runs/filter", {"flows": {"name": {"any_": ["process-batch"]}}})
+    }  # fmt: skip
+    assert sorted(tag for run in batch_runs.values() for tag in run["tags"]) == sorted(
+        ["station:dien-chau", f"batch:{second.rstrip('/')}", "station:vinh", f"batch:{first.rstrip('/')}"]
+    )
+    assert {run["state"]["name"] for run in batch_runs.values()} == {"Done"}
+    assert {b["run"] for b in night["batches"]} == set(batch_runs)
+    for run in batch_runs:
+        assert f"/runs/flow-run/{run})" in text, text
+    # Each batch run's table names each dossier and where it went, whole.
+    tables = api_call(prefect_api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": list(batch_runs)}, "type": {"any_": ["table"]}}})
     rows = [row for t in tables for row in json.loads(t["data"])]
     assert {row["dossier"]: row["where"] for row in rows}[RECEIPT_CODE] == f"archive: {datetime.now(timezone.utc):%Y/%m}/{RECEIPT_CODE}.pdf"
 

@@ -1,0 +1,216 @@
+"""The night's batches as flow runs of their own: on the work pool's workers when the batch
+deployment is registered (production), in the night's own process otherwise (`digitize run`
+with Prefect's temporary server). Both run the same `process-batch` flow."""
+
+# No `from __future__ import annotations`: see flows/batch.py.
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prefect import allow_failure, get_run_logger, tags, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.exceptions import ObjectNotFound
+from prefect.futures import PrefectFuture, as_completed
+from prefect.settings import get_current_settings
+from prefect.states import Crashed, Scheduled, State
+
+from digitize.config import AppSettings
+from digitize.inbox import DONE_MARKER, BatchState, ClaimLife, claim_life
+from digitize.night import BatchOutcome, BatchResult, load_batch_result
+from digitize.storage import Store, open_store
+from flows.batch import process_batch_run
+from pipeline.errors import DigitizeError
+
+# How often the night looks at its batch runs on the pool.
+POLL_S = 2.0
+# A batch whose run crashed (its worker killed, its machine gone) is run again, up to this many runs a night.
+RUNS_PER_NIGHT = 3
+# Idempotency keys tried for one batch before the night gives up on it: each failed, crashed or
+# finished run of the same batch.json (earlier nights included) moves the key on by one.
+MAX_ATTEMPT_KEYS = 1000
+
+
+def batch_tags(state: BatchState) -> list[str]:
+    """How a supervisor finds a batch's runs on the dashboard: by station, and by batch."""
+    return [f"station:{state.station}", f"batch:{state.prefix.rstrip('/')}"]
+
+
+def run_url(run: str) -> str:
+    """The batch run's page on the dashboard, or "" when Prefect does not know its UI's address."""
+    ui = get_current_settings().ui_url
+    return f"{ui.rstrip('/')}/runs/flow-run/{run}" if ui and run else ""
+
+
+def run_batches(
+    states: list[BatchState], settings: AppSettings, jobs: int, night: str, config: list[str] | None,
+) -> Iterator[BatchResult]:
+    """Each batch as a `process-batch` flow run; each result as its run ends.
+
+    A batch that shares a scan with an earlier one tonight starts once that one has ended: the
+    first archives the scan, and the second then finds it archived."""
+    deployment = _batch_deployment(settings.service.batch_deployment)
+    logger = get_run_logger()
+    if deployment is None:
+        logger.info("%d batches run in this process (no deployment %s on this server)", len(states), settings.service.batch_deployment)
+        yield from _run_here(states, settings, jobs, night)
+    else:
+        logger.info("%d batches go to the work pool, as runs of %s", len(states), settings.service.batch_deployment)
+        yield from _run_on_pool(deployment, states, settings, night, config)
+
+
+def _batch_deployment(name: str) -> uuid.UUID | None:
+    if not name:
+        return None
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_deployment_by_name(name).id
+        except ObjectNotFound:
+            return None
+
+
+def _earlier(states: list[BatchState]) -> dict[str, set[str]]:
+    """For each batch, the earlier batches tonight with a scan of the same content."""
+    first_with: dict[str, str] = {}
+    earlier: dict[str, set[str]] = {}
+    for state in states:
+        checksums = {f.sha256 for f in state.manifest.files} if state.manifest else set()
+        earlier[state.prefix] = {first_with[c] for c in checksums if c in first_with}
+        for checksum in checksums:
+            first_with.setdefault(checksum, state.prefix)
+    return earlier
+
+
+def _result_of(archive: Store, state: BatchState, run: str, final: State) -> BatchResult:
+    """What the batch run reported in the archive; from its state when it ended before it could."""
+    try:
+        found = load_batch_result(archive, run)
+    except DigitizeError as exc:
+        get_run_logger().warning("batch %s: result of run %s not read: %s", state.prefix, run, exc)
+        found = None
+    if found is not None:
+        return found
+    data = final.result(raise_on_failure=False) if final.is_completed() or final.is_failed() else None
+    if isinstance(data, BatchResult):  # a run in this process, whose result could not be saved
+        return data
+    why = final.message or f"its run ended {final.name}"
+    return BatchResult(batch=state.prefix, station=state.station, outcome=BatchOutcome.FAILED, detail=why, exit_code=DigitizeError.exit_code, run=run)
+
+
+@task(task_run_name="batch {prefix}", cache_policy=NO_CACHE)
+def _batch_here(prefix: str, state: BatchState, settings: AppSettings, jobs: int, night: str) -> BatchResult:
+    with tags(*batch_tags(state)):
+        final = process_batch_run(prefix, state.station, night=night, jobs=jobs, settings=settings, return_state=True)
+    run = str(final.state_details.flow_run_id or "")
+    return _result_of(open_store(settings.service.archive, os.environ), state, run, final)
+
+
+def _run_here(states: list[BatchState], settings: AppSettings, jobs: int, night: str) -> Iterator[BatchResult]:
+    futures: dict[str, PrefectFuture] = {}
+    for state in states:
+        after = [allow_failure(futures[p]) for p in _earlier(states)[state.prefix]]
+        futures[state.prefix] = _batch_here.submit(state.prefix, state, settings, jobs, night, wait_for=after)
+    by_future = {f: p for p, f in futures.items()}
+    for future in as_completed(list(by_future)):
+        try:
+            yield future.result()
+        except Exception as exc:  # the night goes on, and its summary says which batch failed and why
+            state = next(s for s in states if s.prefix == by_future[future])
+            exit_code = exc.exit_code if isinstance(exc, DigitizeError) else DigitizeError.exit_code
+            yield BatchResult(batch=state.prefix, station=state.station, outcome=BatchOutcome.FAILED, detail=str(exc) or type(exc).__name__, exit_code=exit_code)
+
+
+@dataclass
+class _Dispatched:
+    """A batch's current run on the pool."""
+
+    state: BatchState
+    run: FlowRun
+    attempt: int  # the idempotency key's attempt number
+    runs: int  # runs of this batch tonight
+    holds_nothing_since: float | None = None
+
+
+def _run_on_pool(deployment: uuid.UUID, states: list[BatchState], settings: AppSettings, night: str, config: list[str] | None) -> Iterator[BatchResult]:
+    logger = get_run_logger()
+    inbox, archive = (open_store(url, os.environ) for url in (settings.service.inbox, settings.service.archive))
+    lease_s = settings.service.claim_lease_s
+    earlier = _earlier(states)
+    waiting = list(states)
+    active: dict[str, _Dispatched] = {}
+    ended: set[str] = set()
+    give_up_at = time.monotonic() + settings.service.held_wait_max_s
+    with get_client(sync_client=True) as client:
+
+        def dispatch(state: BatchState, attempt: int = 1, runs: int = 1) -> _Dispatched:
+            """A flow run for the batch; its key is the batch's prefix, its batch.json's checksum and
+            an attempt number, so two nights dispatching one batch at once share one run."""
+            parameters = {"prefix": state.prefix, "station": state.station, "night": night, "config": config}
+            for number in range(attempt, attempt + MAX_ATTEMPT_KEYS):
+                run = client.create_flow_run_from_deployment(
+                    deployment, parameters=parameters, tags=batch_tags(state), state=Scheduled(),
+                    idempotency_key=f"{state.prefix}{state.manifest_sha256}#{number}",
+                )  # fmt: skip
+                if not run.state or not run.state.is_final():
+                    logger.info("batch %s: flow run %s (%s)", state.prefix, run.name, run.id)
+                    return _Dispatched(state, run, number, runs)
+            raise DigitizeError(f"batch {state.prefix}: {MAX_ATTEMPT_KEYS} runs already ended for this batch.json")
+
+        while waiting or active:
+            for state in [s for s in waiting if earlier[s.prefix] <= ended]:
+                waiting.remove(state)
+                active[state.prefix] = dispatch(state)
+            time.sleep(POLL_S)
+            for prefix, current in list(active.items()):
+                run = client.read_flow_run(current.run.id)
+                crashed = run.state.type == StateType.CRASHED if run.state else False
+                if not crashed and run.state and not run.state.is_final():
+                    why = _abandoned(current, run, inbox, lease_s)
+                    if why is None:
+                        continue
+                    logger.warning("batch %s: flow run %s %s; marked Crashed", prefix, run.name, why)
+                    client.set_flow_run_state(run.id, Crashed(message=f"its worker stopped: {why}"), force=True)
+                    run = client.read_flow_run(run.id)
+                    crashed = True
+                if crashed and current.runs < RUNS_PER_NIGHT:
+                    logger.warning("batch %s: run %s crashed; dispatched again", prefix, run.name)
+                    active[prefix] = dispatch(current.state, current.attempt + 1, current.runs + 1)
+                    continue
+                del active[prefix]
+                ended.add(prefix)
+                yield _result_of(archive, current.state, str(run.id), run.state)
+            if time.monotonic() > give_up_at:
+                break
+    for prefix, current in active.items():  # still running when the night stops waiting: named, not lost
+        detail = f"still {current.run.state_name} as flow run {current.run.name} after service.held_wait_max_s"
+        yield BatchResult(batch=prefix, station=current.state.station, outcome=BatchOutcome.HELD, detail=detail, run=str(current.run.id))
+    for state in waiting:
+        yield BatchResult(batch=state.prefix, station=state.station, outcome=BatchOutcome.HELD, detail="waits for a batch with the same scan")
+
+
+def _abandoned(current: _Dispatched, run: FlowRun, inbox: Store, lease_s: float) -> str | None:
+    """Why a run that Prefect still shows as pending or running has no one behind it, or None.
+
+    Its claim in the inbox is the evidence (see claim_life): dead, or none for a whole lease
+    while the run ran (a run that died before claiming). Scheduled runs wait for a worker."""
+    if run.state.type not in (StateType.PENDING, StateType.RUNNING):
+        current.holds_nothing_since = None
+        return None
+    prefix = current.state.prefix
+    try:
+        life = claim_life(inbox, prefix, lease_s, run=str(run.id))
+        if life == ClaimLife.DEAD and not inbox.exists(prefix + DONE_MARKER):
+            return "died holding its batch (its claim's process is gone or its lease ran out)"
+    except DigitizeError:  # S3 unreachable: nothing can be judged now
+        return None
+    if life != ClaimLife.NONE:
+        current.holds_nothing_since = None
+        return None
+    now = time.monotonic()
+    current.holds_nothing_since = current.holds_nothing_since or now
+    if now - current.holds_nothing_since > lease_s:
+        return f"ran {lease_s:.0f} s (service.claim_lease_s) without holding its batch"
+    return None
