@@ -53,6 +53,7 @@ class ServiceSettings(Section):
     retry_delays_s: list[NonNegativeFloat] = Field(max_length=10)
     held_wait_max_s: float = Field(ge=0)
     batch_deployment: str
+    batch_start_grace_s: float = Field(gt=0)
 
 
 class ReviewSettings(Section):

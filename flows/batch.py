@@ -69,28 +69,22 @@ class PageProgress:
 
 
 # No result caching: whether a batch is done is the inbox's done marker, not Prefect's memory.
-@task(
-    retry_condition_fn=_transient, retry_jitter_factor=RETRY_JITTER,
-    task_run_name="batch {prefix}", cache_policy=NO_CACHE,
-)  # fmt: skip
+@task(retry_condition_fn=_transient, retry_jitter_factor=RETRY_JITTER, task_run_name="claim {prefix}", cache_policy=NO_CACHE)
+def claim_batch(prefix: str, settings: AppSettings, run: str) -> tuple[Claim, bool]:
+    """The batch's claim, naming this run so the night that dispatched it can tell when it died
+    holding it; and whether this run won it."""
+    inbox = open_store(settings.service.inbox, os.environ)
+    claim = Claim(inbox, prefix, lease_s=settings.service.claim_lease_s, settle_s=settings.service.claim_settle_s, run=run)
+    return claim, claim.acquire()
+
+
+@task(retry_condition_fn=_transient, retry_jitter_factor=RETRY_JITTER, task_run_name="batch {prefix}", cache_policy=NO_CACHE)
 def process_batch(prefix: str, station: str, settings: AppSettings, jobs: int, night: str) -> BatchResult:
-    """Claim, download, process, upload and verify, then mark the batch done."""
+    """Download, process, upload and verify a claimed batch, then mark it done."""
     started = time.monotonic()
     env = os.environ
     inbox, archive, review = (open_store(url, env) for url in (settings.service.inbox, settings.service.archive, settings.service.review))
     audit = AuditLog(archive, run=night, part=_slug(prefix))
-    # The claim names this batch run, so the night that dispatched it can tell when it died holding it.
-    claim = Claim(
-        inbox, prefix, lease_s=settings.service.claim_lease_s, settle_s=settings.service.claim_settle_s, run=str(flow_run.get_id() or ""),
-    )  # fmt: skip
-    if not claim.acquire():
-        if claim.holder is None:
-            return BatchResult(batch=prefix, station=station, outcome=BatchOutcome.DONE_ELSEWHERE)
-        get_run_logger().warning("batch %s is %s", prefix, claim.holder)
-        return BatchResult(
-            batch=prefix, station=station, outcome=BatchOutcome.HELD, detail=str(claim.holder),
-            lease_left_s=claim.holder.lease_left_s,
-        )  # fmt: skip
     try:
         if not inbox.exists(prefix + BATCH_MANIFEST):
             # Listed before another night finished it and moved it to the done area.
@@ -107,10 +101,26 @@ def process_batch(prefix: str, station: str, settings: AppSettings, jobs: int, n
         audit.record("batch_failed", batch=prefix, error=str(exc))
         raise
     finally:
-        claim.release()
         audit.flush()
 
 
+def _claimed_and_processed(prefix: str, station: str, settings: AppSettings, jobs: int, night: str, run: str) -> BatchResult:
+    """The batch processed under its claim, which is held across the retries: no other run
+    starts the batch while this one waits to try again."""
+    delays = settings.service.retry_delays_s
+    retrying = {"retries": len(delays), "retry_delay_seconds": delays or 0}
+    claim, won = claim_batch.with_options(**retrying)(prefix, settings, run)
+    if not won:
+        if claim.holder is None:
+            return BatchResult(batch=prefix, station=station, outcome=BatchOutcome.DONE_ELSEWHERE)
+        get_run_logger().warning("batch %s is %s", prefix, claim.holder)
+        return BatchResult(
+            batch=prefix, station=station, outcome=BatchOutcome.HELD, detail=str(claim.holder), lease_left_s=claim.holder.lease_left_s,
+        )  # fmt: skip
+    try:
+        return process_batch.with_options(**retrying)(prefix, station, settings, jobs, night)
+    finally:
+        claim.release()
 
 
 @flow(name=BATCH_FLOW, flow_run_name="batch {prefix}", log_prints=True)
@@ -130,9 +140,8 @@ def process_batch_run(
         settings = app_settings([Path(p) for p in config or []], os.environ, {})
     jobs = jobs or os.cpu_count() or 1
     run = str(flow_run.get_id() or "")
-    delays = settings.service.retry_delays_s
     try:
-        result = process_batch.with_options(retries=len(delays), retry_delay_seconds=delays or 0)(prefix, station, settings, jobs, night or run)
+        result = _claimed_and_processed(prefix, station, settings, jobs, night or run, run)
     except Exception as exc:  # the night's summary and this run's state say which batch failed and why
         get_run_logger().error("batch %s failed: %s", prefix, exc)
         exit_code = exc.exit_code if isinstance(exc, DigitizeError) else DigitizeError.exit_code

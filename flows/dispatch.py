@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from prefect import allow_failure, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun, StateType, WorkPoolStatus
 from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture, as_completed
 from prefect.settings import get_current_settings
@@ -55,7 +55,7 @@ def run_batches(
     deployment = _batch_deployment(settings.service.batch_deployment)
     logger = get_run_logger()
     if deployment is None:
-        logger.info("%d batches run in this process (no deployment %s on this server)", len(states), settings.service.batch_deployment)
+        logger.info("%d batches run in this process (no deployment %s with a worker online)", len(states), settings.service.batch_deployment)
         yield from _run_here(states, settings, jobs, night)
     else:
         logger.info("%d batches go to the work pool, as runs of %s", len(states), settings.service.batch_deployment)
@@ -63,13 +63,20 @@ def run_batches(
 
 
 def _batch_deployment(name: str) -> uuid.UUID | None:
+    """The batch deployment's id when its runs would be taken: it is registered and a worker of its
+    pool is online. Otherwise the batches run here, rather than wait all night for a worker."""
     if not name:
         return None
     with get_client(sync_client=True) as client:
         try:
-            return client.read_deployment_by_name(name).id
+            deployment = client.read_deployment_by_name(name)
         except ObjectNotFound:
             return None
+        pool = client.read_work_pool(deployment.work_pool_name) if deployment.work_pool_name else None
+    if pool is None or pool.status != WorkPoolStatus.READY:
+        get_run_logger().warning("no worker of work pool %s is online", deployment.work_pool_name)
+        return None
+    return deployment.id
 
 
 def _earlier(states: list[BatchState]) -> dict[str, set[str]]:
@@ -131,6 +138,7 @@ class _Dispatched:
     run: FlowRun
     attempt: int  # the idempotency key's attempt number
     runs: int  # runs of this batch tonight
+    lease_s: float  # service.claim_lease_s
     holds_nothing_since: float | None = None
 
 
@@ -156,7 +164,7 @@ def _run_on_pool(deployment: uuid.UUID, states: list[BatchState], settings: AppS
                 )  # fmt: skip
                 if not run.state or not run.state.is_final():
                     logger.info("batch %s: flow run %s (%s)", state.prefix, run.name, run.id)
-                    return _Dispatched(state, run, number, runs)
+                    return _Dispatched(state, run, number, runs, lease_s)
             raise DigitizeError(f"batch {state.prefix}: {MAX_ATTEMPT_KEYS} runs already ended for this batch.json")
 
         while waiting or active:
@@ -168,7 +176,7 @@ def _run_on_pool(deployment: uuid.UUID, states: list[BatchState], settings: AppS
                 run = client.read_flow_run(current.run.id)
                 crashed = run.state.type == StateType.CRASHED if run.state else False
                 if not crashed and run.state and not run.state.is_final():
-                    why = _abandoned(current, run, inbox, lease_s)
+                    why = _abandoned(current, run, inbox, settings.service.batch_start_grace_s)
                     if why is None:
                         continue
                     logger.warning("batch %s: flow run %s %s; marked Crashed", prefix, run.name, why)
@@ -191,17 +199,17 @@ def _run_on_pool(deployment: uuid.UUID, states: list[BatchState], settings: AppS
         yield BatchResult(batch=state.prefix, station=state.station, outcome=BatchOutcome.HELD, detail="waits for a batch with the same scan")
 
 
-def _abandoned(current: _Dispatched, run: FlowRun, inbox: Store, lease_s: float) -> str | None:
+def _abandoned(current: _Dispatched, run: FlowRun, inbox: Store, grace_s: float) -> str | None:
     """Why a run that Prefect still shows as pending or running has no one behind it, or None.
 
-    Its claim in the inbox is the evidence (see claim_life): dead, or none for a whole lease
-    while the run ran (a run that died before claiming). Scheduled runs wait for a worker."""
+    Its claim in the inbox is the evidence (see claim_life): dead, or none for `grace_s` while
+    the run was taken up (it died before claiming). Scheduled runs wait for a worker."""
     if run.state.type not in (StateType.PENDING, StateType.RUNNING):
         current.holds_nothing_since = None
         return None
     prefix = current.state.prefix
     try:
-        life = claim_life(inbox, prefix, lease_s, run=str(run.id))
+        life = claim_life(inbox, prefix, current.lease_s, run=str(run.id))
         if life == ClaimLife.DEAD and not inbox.exists(prefix + DONE_MARKER):
             return "died holding its batch (its claim's process is gone or its lease ran out)"
     except DigitizeError:  # S3 unreachable: nothing can be judged now
@@ -211,6 +219,6 @@ def _abandoned(current: _Dispatched, run: FlowRun, inbox: Store, lease_s: float)
         return None
     now = time.monotonic()
     current.holds_nothing_since = current.holds_nothing_since or now
-    if now - current.holds_nothing_since > lease_s:
-        return f"ran {lease_s:.0f} s (service.claim_lease_s) without holding its batch"
+    if now - current.holds_nothing_since > grace_s:
+        return f"held no claim on its batch for {grace_s:.0f} s (service.batch_start_grace_s)"
     return None

@@ -152,3 +152,28 @@ def three_document_dossier(tmp_path_factory):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out / "manual" / THREE_DOCUMENT_CODE, ca, env
+
+
+@pytest.fixture
+def work_disk(tmp_path):
+    """A work folder on a file system of its own (a tmpfs), to fill up or make read-only.
+
+    Mounting needs root (CI runs as root, like this machine); elsewhere the test is skipped,
+    saying why. Returns the folder and `mount(options)`, which mounts or remounts it.
+    """
+    folder = tmp_path / "work"
+    folder.mkdir()
+    mounted = False
+
+    def mount(options: str) -> None:
+        nonlocal mounted
+        argv = ["mount", "-t", "tmpfs", "-o", ("remount," if mounted else "") + options, "digitize-work", str(folder)]
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0 and not mounted:
+            pytest.skip(f"a tmpfs cannot be mounted here (uid {os.getuid()}): {proc.stderr.strip()}")
+        assert proc.returncode == 0, proc.stderr
+        mounted = True
+
+    yield folder, mount
+    if mounted:
+        subprocess.run(["umount", str(folder)], check=False)

@@ -15,7 +15,7 @@ from digitize.storage import Store, open_store
 from tests import make_batches
 from tests.conftest import DIGITIZE, REPO
 from tests.deploykit import (
-    announced_codes, api_call, archived_records, assert_completed, background, free_port, prefect_cli, postgres_cluster, runs_taken,
+    QUICK_POLLING, announced_codes, api_call, archived_records, assert_completed, background, free_port, prefect_cli, postgres_cluster, runs_taken,
     start_flow_run, wait_for_deployment, wait_for_final_state, worker,
 )  # fmt: skip
 from tests.servicekit import batch_folder, digitize_cli, folder_env, service_env
@@ -26,8 +26,6 @@ SAMPLE = REPO / "sample_scans" / "giay-tiep-nhan-300dpi-skew.jpg"
 SAMPLE_CODE = "000.00.21.H40-261126-0042"  # in the sample receipt's QR
 FLOW = "digitize-nightly-scheduled"  # flows/nightly.py's nightly_from_config
 BATCH_FLOW = "process-batch"  # flows/batch.py's process_batch_run
-# Runners and workers ask for due runs every 10 s by default; 1 s keeps the tests short.
-QUICK_POLLING = {"PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_WORKER_QUERY_SECONDS": "1"}
 
 
 def _assert_sample_archived_once(archive: Store, scratch: Path) -> None:
