@@ -1,25 +1,31 @@
-"""Load: a night of generated mixed batches from several stations through a real S3 inbox, one worker vs two.
+"""Load: a night of generated mixed batches through a real S3 inbox and a Prefect work pool, with 1, 2 and 4 workers.
 
-Usage: bench_load.py [--pages 500] [--baseline-pages 120] [--stations 4] [--batch-pages 20]
-                     [--jobs 1] [--keep]
+Usage: bench_load.py [--pages 240] [--stations 4] [--batch-pages 20] [--workers 1,2,4] [--keep]
 
 Batches of dossiers (a receipt with its QR code, then 1-6 pages) in scanner PDFs of colour
 or gray JPEG pages, bitonal G4 TIFFs and gray LZW TIFFs, 200-400 dpi, skewed up to 6 degrees
 and turned every quarter, are dropped by `--stations` stations at once into `weed mini` on
-loopback. A worker is one `digitize run --jobs N` process reporting to one Prefect server;
-two run at once and split the batches through the inbox's claims. The single worker runs on
-the first `--baseline-pages` of the same night (one worker on 500 pages takes long), so the
-two are compared per page. Peak memory is sampled for each worker's whole process tree (the
-flow, its page workers and their Tesseracts). It prints figures and asserts nothing.
+loopback. prefect.yaml's deployments go onto a `process` work pool of a Prefect server, and N
+workers (`prefect worker start --pool digitize --limit 2`, as README's production set-up)
+take the night: the nightly run starts one `process-batch` flow run per batch, and any worker
+takes it. Each N runs the same night in a fresh bucket.
+
+On this machine the workers share its cores, and Prefect's limit `tesseract-<host>` (the core
+count) bounds their Tesseracts together: more workers here cannot add pages per hour, only
+show that they do not oversubscribe the machine (the most Tesseracts seen at once is
+printed). Workers on N machines each have their own limit, so a province's capacity is
+projected as N times one machine's rate, less the dispatch overhead measured here (from the
+night's start to its last batch run's end, against the batch runs' own time). Peak memory is
+sampled for each worker's whole process tree. It prints figures and asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,11 +43,14 @@ from bench.measure import tree_memory_mb  # noqa: E402
 from digitize.drop import drop  # noqa: E402
 from digitize.prefect_server import local_prefect_server  # noqa: E402
 from digitize.storage import open_store  # noqa: E402
+from tests.conftest import REPO  # noqa: E402
+from tests.deploykit import (  # noqa: E402
+    FINAL_STATES, QUICK_POLLING, api_call, prefect_cli, runs_taken, start_flow_run, wait_for_deployment, worker,
+)
 from tests import scanfactory as sf  # noqa: E402
 from tests.make_batches import dossier_codes  # noqa: E402
 from tests.s3server import WeedMini  # noqa: E402
 
-BIN = Path(sys.executable).parent
 PREFECT_PORT = 4298
 # How stations save a scanner run: (format, share of files). Colour comes as JPEG, as
 # scanners write it; bitonal as G4.
@@ -163,13 +172,16 @@ class RunResult:
     drop_seconds: float
     busy_before: float  # others' load: the machine's busy share in the seconds before the workers started
     busy_during: float
+    most_tesseracts: int  # Tesseract processes seen at once
+    batch_run_seconds: float  # the batch runs' own run time, summed
+    night_state: str
 
 
-def night(label: str, batches: list[Batch], *, workers: int, jobs: int, s3: WeedMini, api: str, work: Path) -> RunResult:
+def night(label: str, batches: list[Batch], *, workers: int, s3: WeedMini, api: str, work: Path) -> RunResult:
     base = {
         **os.environ, **s3.env, "PREFECT_API_URL": api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "220",
         "DIGITIZE_SERVICE_INBOX": f"s3://{label}-inbox", "DIGITIZE_SERVICE_ARCHIVE": f"s3://{label}-archive",
-        "DIGITIZE_SERVICE_REVIEW": f"s3://{label}-review",
+        "DIGITIZE_SERVICE_REVIEW": f"s3://{label}-review", **QUICK_POLLING,
     }  # fmt: skip
     inbox = open_store(base["DIGITIZE_SERVICE_INBOX"], base)
     # The stations drop at once, each its own batches in order.
@@ -187,38 +199,34 @@ def night(label: str, batches: list[Batch], *, workers: int, jobs: int, s3: Weed
     idle_check = _cpu_times()
     time.sleep(5)
     busy_before = cpu_busy_since(idle_check)
-    procs, logs, peaks, ended = [], [], [], {}
-    cpu_start = _cpu_times()
-    start = time.perf_counter()
-    for n in range(workers):
-        env = {**base, "PREFECT_HOME": str(work / f"{label}-prefect-{n + 1}")}
-        out, err = (open(work / f"{label}-worker-{n + 1}.{ext}", "w") for ext in ("out", "err"))
-        logs.append((out, err))
-        procs.append(subprocess.Popen([str(BIN / "digitize"), "run", "--jobs", str(jobs)], env=env, stdout=out, stderr=err))
-        peaks.append([0.0, 0.0])
-    # Sample each worker's tree while it runs; note when each ends.
-    while len(ended) < len(procs):
-        for n, proc in enumerate(procs):
-            if n in ended:
-                continue
-            if proc.poll() is not None:
-                ended[n] = time.perf_counter() - start
-                continue
-            rss, pss = tree_memory_mb(proc.pid)
-            peaks[n][0], peaks[n][1] = max(peaks[n][0], rss), max(peaks[n][1], pss)
-        time.sleep(0.25)
-    seconds = time.perf_counter() - start
-    busy_during = cpu_busy_since(cpu_start)
-    for out, err in logs:
-        out.close()
-        err.close()
-
+    logs = [work / f"{label}-worker-{n + 1}.log" for n in range(workers)]
+    with contextlib.ExitStack() as stack:
+        procs = [stack.enter_context(worker("digitize", env={**base, "PREFECT_HOME": str(work / f"{label}-home-{n}")}, cwd=work, log=log))
+                 for n, log in enumerate(logs)]  # fmt: skip
+        # The workers are online before the night starts (the night runs batches itself otherwise).
+        while api_call(api, "/work_pools/digitize")["status"] != "READY":
+            time.sleep(0.5)
+        cpu_start = _cpu_times()
+        start = time.perf_counter()
+        night_run = start_flow_run(api, wait_for_deployment(api, "digitize-nightly-scheduled", "nightly"), parameters={})
+        peaks = [[0.0, 0.0] for _ in procs]
+        most_tesseracts = 0
+        while (state := api_call(api, f"/flow_runs/{night_run}")["state_type"]) not in FINAL_STATES:
+            for n, proc in enumerate(procs):
+                rss, pss = tree_memory_mb(proc.pid)
+                peaks[n][0], peaks[n][1] = max(peaks[n][0], rss), max(peaks[n][1], pss)
+            most_tesseracts = max(most_tesseracts, _tesseracts())
+            time.sleep(0.25)
+        seconds = time.perf_counter() - start
+        busy_during = cpu_busy_since(cpu_start)
+    runs = [r for r in api_call(api, "/flow_runs/filter", {"flows": {"name": {"any_": ["process-batch"]}}, "limit": 200})
+            if r["parameters"].get("night") == night_run]  # fmt: skip
     results = []
-    for n, proc in enumerate(procs):
-        done_batches, done_pages = _processed(work / f"{label}-worker-{n + 1}.out")
-        stderr = (work / f"{label}-worker-{n + 1}.err").read_text(errors="replace").strip()
-        results.append(WorkerResult(f"worker {n + 1}", ended[n], proc.returncode, done_batches, done_pages,
-                                    peaks[n][0], peaks[n][1], stderr[-400:]))  # fmt: skip
+    for n, log in enumerate(logs):
+        mine = [r for r in runs if r["id"] in runs_taken(log) and r["state_name"] == "Done"]
+        pages = sum(by_prefix[r["parameters"]["prefix"]].pages for r in mine if r["parameters"]["prefix"] in by_prefix)
+        results.append(WorkerResult(f"worker {n + 1}", sum(r["total_run_time"] for r in mine), 0 if state == "COMPLETED" else 1,
+                                    len(mine), pages, peaks[n][0], peaks[n][1], ""))  # fmt: skip
     keys = [o.key for o in inbox.list()]
     done = {k.rsplit("/", 1)[0] + "/" for k in keys if k.endswith("/_done.json")}
     archive = open_store(base["DIGITIZE_SERVICE_ARCHIVE"], base)
@@ -228,26 +236,30 @@ def night(label: str, batches: list[Batch], *, workers: int, jobs: int, s3: Weed
         archived=sum(1 for o in archive.list() if o.key.endswith(".pdf")),
         in_review=sum(1 for o in review.list() if o.key.endswith("/_item.json")),
         dossiers=sum(b.dossiers for b in batches), drop_seconds=drop_seconds, busy_before=busy_before,
-        busy_during=busy_during,
+        busy_during=busy_during, most_tesseracts=most_tesseracts, batch_run_seconds=sum(r["total_run_time"] for r in runs),
+        night_state=state,
     )  # fmt: skip
 
 
-def _processed(stdout: Path) -> tuple[int, int]:
-    """Batches and pages from a worker's 'Batches processed' table."""
-    batches = pages = 0
-    for line in stdout.read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("│┃").split("│")]
-        # batch | station | dossiers | pages | flags
-        if len(cells) == 5 and cells[0].startswith("station-") and cells[3].isdigit():
-            batches += 1
-            pages += int(cells[3])
-    return batches, pages
+def _file_bytes(database: Path) -> int:
+    return sum(p.stat().st_size for p in (database, database.with_name(database.name + "-wal")) if p.exists())
+
+
+def _tesseracts() -> int:
+    """Tesseract processes running on this machine now."""
+    count = 0
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            count += comm.read_text().strip() == "tesseract"
+        except OSError:
+            continue
+    return count
 
 
 # --- report --------------------------------------------------------------------------------------
 
 
-def report(args, batches: list[Batch], runs: dict[str, RunResult]) -> None:
+def report(args, batches: list[Batch], runs: dict[int, RunResult]) -> None:
     formats: dict[str, int] = {}
     for batch in batches:
         for entry in batch.files:
@@ -258,41 +270,41 @@ def report(args, batches: list[Batch], runs: dict[str, RunResult]) -> None:
           f"({pages / max(1, sum(b.dossiers for b in batches)):.1f} pages each, receipts included), "
           f"{len(batches)} batches from {len({b.station for b in batches})} stations; files: "
           + ", ".join(f"{k} {v}" for k, v in sorted(formats.items())))  # fmt: skip
-    print(f"machine: {os.cpu_count()} cores, shared by the workers, weed mini and the Prefect server; "
-          f"a worker = one `digitize run --jobs {args.jobs}`\n")
-    header = (f"{'':<10} {'pages':>6} {'batches':>8} {'wall s':>8} {'pages/s':>8} {'pages/hour':>11} {'CPU busy before/during':>23}"
-              "   dossiers archived / in review / generated")  # fmt: skip
-    print(header)
+    print(f"machine: {os.cpu_count()} cores, shared by the workers, weed mini and the Prefect server; a worker = "
+          "`prefect worker start --pool digitize --limit 2`; each batch run uses the machine's cores (--jobs default)\n")
+    print(f"{'workers':>7} {'pages':>6} {'batches':>8} {'night':>6} {'wall s':>8} {'pages/hour':>11} {'Tesseracts at once':>19}"
+          f" {'batch runs s':>13} {'CPU busy before/during':>23}   dossiers archived / in review / generated")  # fmt: skip
     rates = {}
-    for label, run in runs.items():
+    for count, run in runs.items():
         rate = run.pages / run.seconds if run.seconds else 0.0
-        rates[label] = rate
+        rates[count] = rate
         busy = f"{run.busy_before:.0%} / {run.busy_during:.0%}"
-        print(f"{label:<10} {run.pages:>6} {run.batches_done:>4}/{run.batches:<3} {run.seconds:>8.1f} {rate:>8.3f} {rate * 3600:>11.0f}"
-              f" {busy:>23}   {run.archived} / {run.in_review} / {run.dossiers}")  # fmt: skip
+        print(f"{count:>7} {run.pages:>6} {run.batches_done:>4}/{run.batches:<3} {run.night_state[:6]:>6} {run.seconds:>8.1f}"
+              f" {rate * 3600:>11.0f} {run.most_tesseracts:>19} {run.batch_run_seconds:>13.0f} {busy:>23}"
+              f"   {run.archived} / {run.in_review} / {run.dossiers}")  # fmt: skip
     if any(run.busy_before > 0.15 for run in runs.values()):
         print("! other work kept the machine busy before a run started (CPU busy before > 15%):"
-              " these figures are low and the scaling is unreliable; rerun on an idle machine.")
-    if len(rates) == 2 and rates["1 worker"]:
-        print(f"\nscaling, 2 workers over 1 (pages per second; the runs had {runs['1 worker'].pages} and "
-              f"{runs['2 workers'].pages} pages): {rates['2 workers'] / rates['1 worker']:.2f}x")
-    print("\npeak memory per worker process tree (flow + page workers + Tesseract), sampled every 0.25 s:")
-    for label, run in runs.items():
+              " these figures are low and the comparison unreliable; rerun on an idle machine.")
+    if 1 in rates and rates[1]:
+        print("\npages per hour against 1 worker, same machine: "
+              + ", ".join(f"{count} workers {rate / rates[1]:.2f}x" for count, rate in rates.items() if count != 1))
+    print("\npeak memory per worker process tree (worker + its flow runs + page workers + Tesseract), sampled every 0.25 s:")
+    for count, run in runs.items():
         for w in run.workers:
             fits = "yes" if w.peak_rss_mb < GB else ("yes by PSS" if w.peak_pss_mb < GB else "NO")
-            print(f"  {label:<10} {w.name}: {w.batches} batches, {w.pages} pages, {w.seconds:.1f} s; "
-                  f"RSS sum {w.peak_rss_mb:.0f} MB, PSS sum {w.peak_pss_mb:.0f} MB; under 1 GB: {fits}"
-                  + (f"; EXIT {w.returncode}: {w.stderr_tail}" if w.returncode else ""))  # fmt: skip
+            print(f"  {count} workers, {w.name}: {w.batches} batch runs, {w.pages} pages, {w.seconds:.1f} s of runs; "
+                  f"RSS sum {w.peak_rss_mb:.0f} MB, PSS sum {w.peak_pss_mb:.0f} MB; under 1 GB: {fits}")  # fmt: skip
         if run.batches_done < run.batches:
-            print(f"  ! {label}: only {run.batches_done} of {run.batches} batches were marked done")
+            print(f"  ! {count} workers: only {run.batches_done} of {run.batches} batches were marked done")
     print("  (RSS counts shared pages once per process and overstates; PSS shares them out.)")
-    for label, run in runs.items():
-        print(f"stations' drops, {label} (not in the wall time): {run.drop_seconds:.1f} s")
-    machine_rate = rates.get("2 workers") or rates.get("1 worker") or 0.0
-    province(args, machine_rate, rates.get("1 worker", 0.0))
+    machine_rate = max(rates.values(), default=0.0)
+    print(f"\nprojection: N machines like this one, each its own worker and limit tesseract-<host>, take "
+          f"N x {machine_rate * 3600:.0f} pages/hour: the S3 inbox and the Prefect server are shared, and cost")
+    print("  each batch run a flow run's start (a process and its imports, a few seconds, overlapped with other batches' OCR).")
+    province(args, machine_rate)
 
 
-def province(args, machine_rate: float, worker_rate: float) -> None:
+def province(args, machine_rate: float) -> None:
     """Machines for a province's nights, from the measured rates and stated assumptions."""
     if not machine_rate:
         return
@@ -301,25 +313,21 @@ def province(args, machine_rate: float, worker_rate: float) -> None:
     print("  pages per record is an ASSUMPTION, not a measurement: ../shared/corpus holds no dossiers with page")
     print("  counts, and the generated dossiers' size here is the generator's choice. Scans are assumed to arrive")
     print(f"  on {args.working_days} working days and to be processed in a {args.night_hours:g} h night;")
-    print(f"  throughput as measured above on generated full text pages ({machine_rate * 3600:.0f} pages/hour for this")
-    print(f"  {os.cpu_count()}-core machine with 2 workers, {worker_rate * 3600:.0f} pages/hour for 1 worker with --jobs {args.jobs}).")
+    print(f"  throughput as measured above on generated full text pages: {machine_rate * 3600:.0f} pages/hour for this {os.cpu_count()}-core machine.")
     print("  machines = ceil(records/year x pages/record / working days / (pages/hour per machine x night hours))\n")
-    print(f"  {'pages/record':>12} {'pages/night':>12} {'machines like this':>19} {'workers (1 job each)':>21}")
+    print(f"  {'pages/record':>12} {'pages/night':>12} {'machines like this':>19}")
     for per_record in args.pages_per_record:
         nightly = args.records_per_year * per_record / args.working_days
-        machines = math.ceil(nightly / per_machine_night)
-        workers = math.ceil(nightly / (worker_rate * 3600 * args.night_hours)) if worker_rate else "-"
-        print(f"  {per_record:>12g} {nightly:>12,.0f} {machines:>19} {workers:>21}")
+        print(f"  {per_record:>12g} {nightly:>12,.0f} {math.ceil(nightly / per_machine_night):>19}")
     print("  Real pages with less text than these full pages OCR faster; a higher dpi or colour share, slower.")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pages", type=int, default=500, help="pages in the night the two workers share")
-    parser.add_argument("--baseline-pages", type=int, default=120, help="pages for the single worker (0: skip it)")
+    parser.add_argument("--pages", type=int, default=240, help="pages in the night")
     parser.add_argument("--stations", type=int, default=4)
     parser.add_argument("--batch-pages", type=int, default=20, help="pages per batch (a station's scanning session)")
-    parser.add_argument("--jobs", type=int, default=1, help="--jobs of each `digitize run`")
+    parser.add_argument("--workers", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 4], help="worker counts to run")
     parser.add_argument("--keep", action="store_true", help="keep the generated batches, S3 data and worker logs")
     parser.add_argument("--records-per-year", type=int, default=RECORDS_PER_YEAR)
     parser.add_argument("--pages-per-record", type=lambda s: [float(v) for v in s.split(",")], default=[5.0, 10.0, 20.0])
@@ -329,35 +337,32 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="digitize-loadbench-"))
     t0 = time.perf_counter()
-    batches = make_night(work / "scans", pages=max(args.pages, args.baseline_pages), stations=args.stations, batch_pages=args.batch_pages)
+    batches = make_night(work / "scans", pages=args.pages, stations=args.stations, batch_pages=args.batch_pages)
     print(f"generated {sum(b.pages for b in batches)} pages in {len(batches)} batches in {time.perf_counter() - t0:.0f} s ({work})")
-
-    def first(pages: int) -> list[Batch]:
-        chosen, total = [], 0
-        for batch in batches:
-            if total >= pages:
-                break
-            chosen.append(batch)
-            total += batch.pages
-        return chosen
-
     s3 = WeedMini(work / "weed")
     print("starting weed mini (it waits its turn while a test session holds its ports)")
     s3.start()
-    runs: dict[str, RunResult] = {}
+    runs: dict[int, RunResult] = {}
+    growth: dict[int, int] = {}  # the Prefect database's bytes added by each night
     try:
         server_env = {**os.environ, "PREFECT_HOME": str(work / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         with local_prefect_server(PREFECT_PORT, env=server_env) as api:
-            if args.baseline_pages:
-                print(f"1 worker on {sum(b.pages for b in first(args.baseline_pages))} pages ...")
-                runs["1 worker"] = night("base", first(args.baseline_pages), workers=1, jobs=args.jobs, s3=s3, api=api, work=work)
-            print(f"2 workers on {sum(b.pages for b in first(args.pages))} pages ...")
-            runs["2 workers"] = night("load", first(args.pages), workers=2, jobs=args.jobs, s3=s3, api=api, work=work)
+            server_env["PREFECT_API_URL"] = api
+            prefect_cli("work-pool", "create", "digitize", "--type", "process", env=server_env, cwd=REPO)
+            prefect_cli("--no-prompt", "deploy", "--all", env=server_env, cwd=REPO)
+            database = work / "prefect-server" / "prefect.db"
+            for count in args.workers:
+                print(f"{count} workers on {sum(b.pages for b in batches)} pages ...")
+                before = _file_bytes(database)
+                runs[count] = night(f"w{count}", batches, workers=count, s3=s3, api=api, work=work)
+                growth[count] = _file_bytes(database) - before
     finally:
         s3.release()
-    report(args, first(args.pages), runs)
+    report(args, batches, runs)
+    print("\nthe Prefect database (SQLite file and its WAL) grew per night by: "
+          + ", ".join(f"{count} workers {size / 1024:.0f} KB = {size / 1024 / len(batches):.1f} KB a batch" for count, size in growth.items()))
     if args.keep:
-        print(f"\nkept: {work} (scans/, weed/, *-worker-*.out)")
+        print(f"\nkept: {work} (scans/, weed/, *-worker-*.log)")
     else:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from prefect import allow_failure, get_run_logger, tags, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, StateType, WorkPoolStatus
 from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture, as_completed
@@ -25,8 +26,10 @@ from digitize.storage import Store, open_store
 from flows.batch import process_batch_run
 from pipeline.errors import DigitizeError
 
-# How often the night looks at its batch runs on the pool.
+# How often the night looks at its batch runs on the pool, and at most how often at the claim
+# of each one in flight (an S3 listing each).
 POLL_S = 2.0
+CLAIM_CHECK_S = 10.0
 # A batch whose run crashed (its worker killed, its machine gone) is run again, up to this many runs a night.
 RUNS_PER_NIGHT = 3
 # Idempotency keys tried for one batch before the night gives up on it: each failed, crashed or
@@ -140,6 +143,7 @@ class _Dispatched:
     runs: int  # runs of this batch tonight
     lease_s: float  # service.claim_lease_s
     holds_nothing_since: float | None = None
+    claim_checked: float = 0.0  # when its claim was last looked at
 
 
 def _run_on_pool(deployment: uuid.UUID, states: list[BatchState], settings: AppSettings, night: str, config: list[str] | None) -> Iterator[BatchResult]:
@@ -172,8 +176,11 @@ def _run_on_pool(deployment: uuid.UUID, states: list[BatchState], settings: AppS
                 waiting.remove(state)
                 active[state.prefix] = dispatch(state)
             time.sleep(POLL_S)
+            # One request for every run in flight, however many batches the night has.
+            ids = [c.run.id for c in active.values()]
+            now_runs = {} if not ids else {r.id: r for r in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids))}
             for prefix, current in list(active.items()):
-                run = client.read_flow_run(current.run.id)
+                run = current.run = now_runs.get(current.run.id, current.run)
                 crashed = run.state.type == StateType.CRASHED if run.state else False
                 if not crashed and run.state and not run.state.is_final():
                     why = _abandoned(current, run, inbox, settings.service.batch_start_grace_s)
@@ -207,6 +214,10 @@ def _abandoned(current: _Dispatched, run: FlowRun, inbox: Store, grace_s: float)
     if run.state.type not in (StateType.PENDING, StateType.RUNNING):
         current.holds_nothing_since = None
         return None
+    now = time.monotonic()
+    if now - current.claim_checked < CLAIM_CHECK_S:
+        return None
+    current.claim_checked = now
     prefix = current.state.prefix
     try:
         life = claim_life(inbox, prefix, current.lease_s, run=str(run.id))
@@ -217,7 +228,6 @@ def _abandoned(current: _Dispatched, run: FlowRun, inbox: Store, grace_s: float)
     if life != ClaimLife.NONE:
         current.holds_nothing_since = None
         return None
-    now = time.monotonic()
     current.holds_nothing_since = current.holds_nothing_since or now
     if now - current.holds_nothing_since > grace_s:
         return f"held no claim on its batch for {grace_s:.0f} s (service.batch_start_grace_s)"
