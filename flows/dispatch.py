@@ -94,18 +94,20 @@ def _earlier(states: list[BatchState]) -> dict[str, set[str]]:
     return earlier
 
 
-def _result_of(archive: Store, state: BatchState, run: str, final: State) -> BatchResult:
-    """What the batch run reported in the archive; from its state when it ended before it could."""
+def _result_of(archive: Store, state: BatchState, run: str, final: State) -> BatchResult | None:
+    """What the batch run reported in the archive, or from its state when it ended before it
+    could save that; None while the archive cannot be read (ask again)."""
     try:
         found = load_batch_result(archive, run)
     except DigitizeError as exc:
-        get_run_logger().warning("batch %s: result of run %s not read: %s", state.prefix, run, exc)
-        found = None
+        get_run_logger().warning("batch %s: result of run %s not read yet: %s", state.prefix, run, exc)
+        return None
     if found is not None:
         return found
-    data = final.result(raise_on_failure=False) if final.is_completed() or final.is_failed() else None
-    if isinstance(data, BatchResult):  # a run in this process, whose result could not be saved
-        return data
+    if final.is_completed():
+        outcome = next((o for o in BatchOutcome if str(o).capitalize() == final.name), BatchOutcome.DONE)
+        detail = "its run ended before it could save its result (the archive was unreachable): see the run's table"
+        return BatchResult(batch=state.prefix, station=state.station, outcome=outcome, detail=detail, run=run)
     why = final.message or f"its run ended {final.name}"
     return BatchResult(batch=state.prefix, station=state.station, outcome=BatchOutcome.FAILED, detail=why, exit_code=DigitizeError.exit_code, run=run)
 
@@ -114,8 +116,13 @@ def _result_of(archive: Store, state: BatchState, run: str, final: State) -> Bat
 def _batch_here(prefix: str, state: BatchState, settings: AppSettings, jobs: int, night: str) -> BatchResult:
     with tags(*batch_tags(state)):
         final = process_batch_run(prefix, state.station, night=night, jobs=jobs, settings=settings, return_state=True)
+    data = final.result(raise_on_failure=False) if final.is_completed() or final.is_failed() else None
+    if isinstance(data, BatchResult):  # in this process, the run's own result: no need to read it back
+        return data
     run = str(final.state_details.flow_run_id or "")
-    return _result_of(open_store(settings.service.archive, os.environ), state, run, final)
+    return _result_of(open_store(settings.service.archive, os.environ), state, run, final) or BatchResult(
+        batch=prefix, station=state.station, outcome=BatchOutcome.FAILED, detail=f"its run ended {final.name}", run=run,
+    )  # fmt: skip
 
 
 def _run_here(states: list[BatchState], settings: AppSettings, jobs: int, night: str) -> Iterator[BatchResult]:
@@ -194,9 +201,12 @@ def _run_on_pool(deployment: uuid.UUID, states: list[BatchState], settings: AppS
                     logger.warning("batch %s: run %s crashed; dispatched again", prefix, run.name)
                     active[prefix] = dispatch(current.state, current.attempt + 1, current.runs + 1)
                     continue
+                result = _result_of(archive, current.state, str(run.id), run.state)
+                if result is None:
+                    continue
                 del active[prefix]
                 ended.add(prefix)
-                yield _result_of(archive, current.state, str(run.id), run.state)
+                yield result
             if time.monotonic() > give_up_at:
                 break
     for prefix, current in active.items():  # still running when the night stops waiting: named, not lost
