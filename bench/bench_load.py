@@ -22,10 +22,12 @@ sampled for each worker's whole process tree. It prints figures and asserts noth
 from __future__ import annotations
 
 import argparse
+import json
 import contextlib
 import math
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -45,7 +47,7 @@ from digitize.prefect_server import local_prefect_server  # noqa: E402
 from digitize.storage import open_store  # noqa: E402
 from tests.conftest import REPO  # noqa: E402
 from tests.deploykit import (  # noqa: E402
-    FINAL_STATES, QUICK_POLLING, api_call, prefect_cli, runs_taken, start_flow_run, wait_for_deployment, worker,
+    FINAL_STATES, QUICK_POLLING, api_call, background, prefect_cli, runs_taken, start_flow_run, wait_for_deployment, worker,
 )
 from tests import scanfactory as sf  # noqa: E402
 from tests.make_batches import dossier_codes  # noqa: E402
@@ -199,19 +201,31 @@ def night(label: str, batches: list[Batch], *, workers: int, s3: WeedMini, api: 
     idle_check = _cpu_times()
     time.sleep(5)
     busy_before = cpu_busy_since(idle_check)
-    logs = [work / f"{label}-worker-{n + 1}.log" for n in range(workers)]
+    logs = [work / f"{label}-worker-{n + 1}.log" for n in range(max(1, workers))]
     with contextlib.ExitStack() as stack:
-        procs = [stack.enter_context(worker("digitize", env={**base, "PREFECT_HOME": str(work / f"{label}-home-{n}")}, cwd=work, log=log))
-                 for n, log in enumerate(logs)]  # fmt: skip
-        # The workers are online before the night starts (the night runs batches itself otherwise).
-        while api_call(api, "/work_pools/digitize")["status"] != "READY":
-            time.sleep(0.5)
+        if workers:
+            procs = [stack.enter_context(worker("digitize", env={**base, "PREFECT_HOME": str(work / f"{label}-home-{n}")}, cwd=work, log=log))
+                     for n, log in enumerate(logs)]  # fmt: skip
+            # The workers are online before the night starts (the night runs batches itself otherwise).
+            while api_call(api, "/work_pools/digitize")["status"] != "READY":
+                time.sleep(0.5)
         cpu_start = _cpu_times()
         start = time.perf_counter()
-        night_run = start_flow_run(api, wait_for_deployment(api, "digitize-nightly-scheduled", "nightly"), parameters={})
+        if workers:
+            night_run = start_flow_run(api, wait_for_deployment(api, "digitize-nightly-scheduled", "nightly"), parameters={})
+
+            def ended() -> str | None:
+                state = api_call(api, f"/flow_runs/{night_run}")["state_type"]
+                return state if state in FINAL_STATES else None
+        else:  # the baseline: one `digitize run`, its batches in its own process, two at a time
+            here = {**base, "DIGITIZE_SERVICE_BATCH_DEPLOYMENT": "", "PREFECT_HOME": str(work / f"{label}-home")}
+            procs = [stack.enter_context(background([str(Path(sys.executable).parent / "digitize"), "run"], env=here, cwd=work, log=logs[0]))]
+
+            def ended() -> str | None:
+                return None if procs[0].poll() is None else ("COMPLETED" if procs[0].returncode == 0 else f"EXIT {procs[0].returncode}")
         peaks = [[0.0, 0.0] for _ in procs]
         most_tesseracts = 0
-        while (state := api_call(api, f"/flow_runs/{night_run}")["state_type"]) not in FINAL_STATES:
+        while (state := ended()) is None:
             for n, proc in enumerate(procs):
                 rss, pss = tree_memory_mb(proc.pid)
                 peaks[n][0], peaks[n][1] = max(peaks[n][0], rss), max(peaks[n][1], pss)
@@ -219,17 +233,19 @@ def night(label: str, batches: list[Batch], *, workers: int, s3: WeedMini, api: 
             time.sleep(0.25)
         seconds = time.perf_counter() - start
         busy_during = cpu_busy_since(cpu_start)
+    archive = open_store(base["DIGITIZE_SERVICE_ARCHIVE"], base)
+    if not workers:
+        night_run = json.loads(archive.read_bytes("audit/last-night.json"))["run"]
     runs = [r for r in api_call(api, "/flow_runs/filter", {"flows": {"name": {"any_": ["process-batch"]}}, "limit": 200})
             if r["parameters"].get("night") == night_run]  # fmt: skip
     results = []
     for n, log in enumerate(logs):
-        mine = [r for r in runs if r["id"] in runs_taken(log) and r["state_name"] == "Done"]
+        mine = [r for r in runs if (not workers or r["id"] in runs_taken(log)) and r["state_name"] == "Done"]
         pages = sum(by_prefix[r["parameters"]["prefix"]].pages for r in mine if r["parameters"]["prefix"] in by_prefix)
         results.append(WorkerResult(f"worker {n + 1}", sum(r["total_run_time"] for r in mine), 0 if state == "COMPLETED" else 1,
                                     len(mine), pages, peaks[n][0], peaks[n][1], ""))  # fmt: skip
     keys = [o.key for o in inbox.list()]
     done = {k.rsplit("/", 1)[0] + "/" for k in keys if k.endswith("/_done.json")}
-    archive = open_store(base["DIGITIZE_SERVICE_ARCHIVE"], base)
     review = open_store(base["DIGITIZE_SERVICE_REVIEW"], base)
     return RunResult(
         results, seconds, pages=sum(by_prefix[p].pages for p in done if p in by_prefix), batches_done=len(done), batches=len(batches),
@@ -241,8 +257,16 @@ def night(label: str, batches: list[Batch], *, workers: int, s3: WeedMini, api: 
     )  # fmt: skip
 
 
-def _file_bytes(database: Path) -> int:
-    return sum(p.stat().st_size for p in (database, database.with_name(database.name + "-wal")) if p.exists())
+# The Prefect database's tables that grow with each night, and what each row is.
+PREFECT_TABLES = ("flow_run", "flow_run_state", "task_run", "task_run_state", "log", "artifact", "events")
+
+
+def database_size(database: Path) -> tuple[int, dict[str, int]]:
+    """The Prefect server's SQLite database: its bytes once its write-ahead log is folded in, and its rows by table."""
+    with contextlib.closing(sqlite3.connect(database, timeout=60)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        rows = {table: db.execute(f"select count(*) from {table}").fetchone()[0] for table in PREFECT_TABLES}
+    return database.stat().st_size, rows
 
 
 def _tesseracts() -> int:
@@ -257,6 +281,10 @@ def _tesseracts() -> int:
 
 
 # --- report --------------------------------------------------------------------------------------
+
+
+def _label(workers: int) -> str:
+    return f"{workers} workers" if workers else "one `digitize run`"
 
 
 def report(args, batches: list[Batch], runs: dict[int, RunResult]) -> None:
@@ -279,25 +307,25 @@ def report(args, batches: list[Batch], runs: dict[int, RunResult]) -> None:
         rate = run.pages / run.seconds if run.seconds else 0.0
         rates[count] = rate
         busy = f"{run.busy_before:.0%} / {run.busy_during:.0%}"
-        print(f"{count:>7} {run.pages:>6} {run.batches_done:>4}/{run.batches:<3} {run.night_state[:6]:>6} {run.seconds:>8.1f}"
+        print(f"{count or 'run':>7} {run.pages:>6} {run.batches_done:>4}/{run.batches:<3} {run.night_state[:6]:>6} {run.seconds:>8.1f}"
               f" {rate * 3600:>11.0f} {run.most_tesseracts:>19} {run.batch_run_seconds:>13.0f} {busy:>23}"
               f"   {run.archived} / {run.in_review} / {run.dossiers}")  # fmt: skip
     if any(run.busy_before > 0.15 for run in runs.values()):
         print("! other work kept the machine busy before a run started (CPU busy before > 15%):"
               " these figures are low and the comparison unreliable; rerun on an idle machine.")
-    if 1 in rates and rates[1]:
-        print("\npages per hour against 1 worker, same machine: "
-              + ", ".join(f"{count} workers {rate / rates[1]:.2f}x" for count, rate in rates.items() if count != 1))
+    if rates.get(0):
+        print("\npages per hour against one `digitize run` (batches in its own process), same machine, same night: "
+              + ", ".join(f"{count} workers {rate / rates[0]:.2f}x" for count, rate in rates.items() if count))
     print("\npeak memory per worker process tree (worker + its flow runs + page workers + Tesseract), sampled every 0.25 s:")
     for count, run in runs.items():
         for w in run.workers:
             fits = "yes" if w.peak_rss_mb < GB else ("yes by PSS" if w.peak_pss_mb < GB else "NO")
-            print(f"  {count} workers, {w.name}: {w.batches} batch runs, {w.pages} pages, {w.seconds:.1f} s of runs; "
+            print(f"  {_label(count)}, {w.name}: {w.batches} batch runs, {w.pages} pages, {w.seconds:.1f} s of runs; "
                   f"RSS sum {w.peak_rss_mb:.0f} MB, PSS sum {w.peak_pss_mb:.0f} MB; under 1 GB: {fits}")  # fmt: skip
         if run.batches_done < run.batches:
-            print(f"  ! {count} workers: only {run.batches_done} of {run.batches} batches were marked done")
+            print(f"  ! {_label(count)}: only {run.batches_done} of {run.batches} batches were marked done")
     print("  (RSS counts shared pages once per process and overstates; PSS shares them out.)")
-    machine_rate = max(rates.values(), default=0.0)
+    machine_rate = max((rate for count, rate in rates.items() if count), default=0.0)
     print(f"\nprojection: N machines like this one, each its own worker and limit tesseract-<host>, take "
           f"N x {machine_rate * 3600:.0f} pages/hour: the S3 inbox and the Prefect server are shared, and cost")
     print("  each batch run a flow run's start (a process and its imports, a few seconds, overlapped with other batches' OCR).")
@@ -327,7 +355,8 @@ def main() -> int:
     parser.add_argument("--pages", type=int, default=240, help="pages in the night")
     parser.add_argument("--stations", type=int, default=4)
     parser.add_argument("--batch-pages", type=int, default=20, help="pages per batch (a station's scanning session)")
-    parser.add_argument("--workers", type=lambda s: [int(v) for v in s.split(",")], default=[1, 2, 4], help="worker counts to run")
+    parser.add_argument("--workers", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2, 4],
+                        help="worker counts to run; 0 is the baseline, one `digitize run` with its batches in its own process")  # fmt: skip
     parser.add_argument("--keep", action="store_true", help="keep the generated batches, S3 data and worker logs")
     parser.add_argument("--records-per-year", type=int, default=RECORDS_PER_YEAR)
     parser.add_argument("--pages-per-record", type=lambda s: [float(v) for v in s.split(",")], default=[5.0, 10.0, 20.0])
@@ -343,7 +372,7 @@ def main() -> int:
     print("starting weed mini (it waits its turn while a test session holds its ports)")
     s3.start()
     runs: dict[int, RunResult] = {}
-    growth: dict[int, int] = {}  # the Prefect database's bytes added by each night
+    growth: dict[int, tuple[int, dict[str, int]]] = {}  # the Prefect database's bytes and rows added by each night
     try:
         server_env = {**os.environ, "PREFECT_HOME": str(work / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
         with local_prefect_server(PREFECT_PORT, env=server_env) as api:
@@ -352,15 +381,18 @@ def main() -> int:
             prefect_cli("--no-prompt", "deploy", "--all", env=server_env, cwd=REPO)
             database = work / "prefect-server" / "prefect.db"
             for count in args.workers:
-                print(f"{count} workers on {sum(b.pages for b in batches)} pages ...")
-                before = _file_bytes(database)
+                print(f"{_label(count)} on {sum(b.pages for b in batches)} pages ...")
+                before, rows_before = database_size(database)
                 runs[count] = night(f"w{count}", batches, workers=count, s3=s3, api=api, work=work)
-                growth[count] = _file_bytes(database) - before
+                after, rows_after = database_size(database)
+                growth[count] = (after - before, {t: rows_after[t] - rows_before[t] for t in PREFECT_TABLES})
     finally:
         s3.release()
     report(args, batches, runs)
-    print("\nthe Prefect database (SQLite file and its WAL) grew per night by: "
-          + ", ".join(f"{count} workers {size / 1024:.0f} KB = {size / 1024 / len(batches):.1f} KB a batch" for count, size in growth.items()))
+    print("\nthe Prefect database (SQLite, write-ahead log folded in) grew per night by:")
+    for count, (size, rows) in growth.items():
+        print(f"  {_label(count)}: {size / 1024:.0f} KB, {size / 1024 / len(batches):.1f} KB a batch; rows: "
+              + ", ".join(f"{table} {n}" for table, n in rows.items()))
     if args.keep:
         print(f"\nkept: {work} (scans/, weed/, *-worker-*.log)")
     else:

@@ -43,7 +43,7 @@ def _transient(task, task_run, state) -> bool:
     return False
 
 
-# Retry delays are service.retry_delays_s (see nightly); jitter spreads the workers that one
+# Retry delays are service.retry_delays_s (see _claimed_and_processed); jitter spreads the workers that one
 # S3 outage failed at the same moment, so they do not all come back at once.
 RETRY_JITTER = 0.5
 # How often a batch's progress artifact is updated, at most.

@@ -4,12 +4,14 @@ nothing archived twice and nothing partial ever visible."""
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import re
 import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from digitize.drop import drop
@@ -168,18 +170,40 @@ def wait_for(what, *, timeout: float, proc: subprocess.Popen | None = None, ever
     return None
 
 
-def group_members(pgid: int) -> list[str]:
-    """Processes of process group `pgid` still alive (zombies do not count)."""
-    alive = []
+def processes() -> Iterator[tuple[int, str, list[str]]]:
+    """Every process: its pid, "pid (name)", and the fields of /proc/<pid>/stat after the name
+    (state, parent, process group, ...)."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2 :].split()
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(text[: text.rindex(")") + 1])
-    return alive
+        yield int(stat.parent.name), text[: text.rindex(")") + 1], text[text.rindex(")") + 2 :].split()
+
+
+def group_members(pgid: int) -> list[str]:
+    """Processes of process group `pgid` still alive (zombies do not count)."""
+    return [name for _, name, fields in processes() if int(fields[2]) == pgid and fields[0] != "Z"]
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (a worker, its flow runs, their page workers, Tesseract)."""
+    children: dict[int, list[int]] = {}
+    for child, _, fields in processes():
+        children.setdefault(int(fields[1]), []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def make_read_only(folder: Path, mount, read_only: bool) -> None:
+    """The work folder read-only or writable again (`mount` from the work_disk fixture)."""
+    if os.getuid() == 0:
+        mount("ro,size=64m" if read_only else "rw")  # root writes through permissions; a read-only file system stops it
+    else:
+        folder.chmod(0o555 if read_only else 0o755)
 
 
 def done_markers(inbox: Store) -> dict[str, dict]:

@@ -20,7 +20,7 @@ from tests import make_batches
 from tests.conftest import DIGITIZE
 from tests.faultkit import (
     ArchiveReader, archive_problems, assert_night_archived_once, complete, done_markers, drop_night, fault_env, group_members,
-    inbox_files, records, three_stations_night, wait_for,
+    inbox_files, make_read_only, records, three_stations_night, wait_for,
 )  # fmt: skip
 from tests.servicekit import digitize_cli, service_env
 
@@ -206,10 +206,7 @@ def test_a_full_work_disk_fails_the_batch_cleanly_and_the_next_run_archives_it(s
 
 def test_a_read_only_work_folder_stops_the_run_before_any_batch_is_claimed(s3, prefect_api, night, tmp_path, work_disk):
     folder, mount = work_disk
-    if os.getuid() == 0:
-        mount("ro,size=64m")  # root writes through permissions; a read-only file system stops it
-    else:
-        folder.chmod(0o555)
+    make_read_only(folder, mount, True)
     env = fault_env(s3, prefect_api, tmp_path, "read-only", work_dir=str(folder))
     inbox = drop_night(env, night[:1])
     originals = inbox_files(inbox)
@@ -224,10 +221,7 @@ def test_a_read_only_work_folder_stops_the_run_before_any_batch_is_claimed(s3, p
     archive, review = (open_store(env[f"DIGITIZE_SERVICE_{name}"], env) for name in ("ARCHIVE", "REVIEW"))
     assert records(archive) == [] and review.list() == []
 
-    if os.getuid() == 0:
-        mount("rw")
-    else:
-        folder.chmod(0o755)
+    make_read_only(folder, mount, False)
     second = digitize_cli(env, "run", "--jobs", "1")
     assert second.returncode == 0, second.stdout + second.stderr
     assert_night_archived_once(env, inbox, night[:1], originals)

@@ -2,8 +2,8 @@
 work pool, two workers, S3. Each batch is a flow run of its own, started by the nightly run.
 
 A worker killed mid-batch, the night's own worker killed and an immediate rerun, S3 gone for
-20 s, a full work disk and the dashboard's Retry: nothing lost, nothing archived twice, nothing
-partial ever visible."""
+20 s, a full work disk and the dashboard's Retry, a read-only work folder: nothing lost,
+nothing archived twice, nothing partial ever visible."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ from tests.deploykit import (
     wait_for_final_state, worker,
 )  # fmt: skip
 from tests.faultkit import (
-    ArchiveReader, assert_night_archived_once, done_markers, drop_night, fault_env, inbox_files, records, three_stations_night, wait_for,
+    ArchiveReader, assert_night_archived_once, descendants, done_markers, drop_night, fault_env, inbox_files, make_read_only, records,
+    three_stations_night, wait_for,
 )  # fmt: skip
 
 pytestmark = [pytest.mark.s3, pytest.mark.slow]
@@ -73,23 +74,6 @@ def batch_runs(api: str, *nights: str) -> list[dict]:
     """The batch runs the given nights started, in the order they started."""
     runs = api_call(api, "/flow_runs/filter", {"flows": {"name": {"any_": [BATCH_FLOW]}}, "sort": "START_TIME_ASC", "limit": 200})
     return [r for r in runs if r["parameters"].get("night") in nights]
-
-
-def descendants(pid: int) -> list[int]:
-    """`pid` and every process below it (a worker, its flow runs, their page workers, Tesseract)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        found.append(todo.pop())
-        todo += children.get(found[-1], [])
-    return found
 
 
 def kill_machine(pid: int) -> int:
@@ -256,4 +240,27 @@ def test_a_full_work_disk_fails_the_batch_run_cleanly_and_the_dashboards_retry_a
         retried = wait_for_final_state(pool_api, failed["id"], timeout_s=600)
         assert_completed(pool_api, retried, *(log for _, log in workers))
     assert retried["state_name"] == "Done" and retried["run_count"] >= 2, retried
+    assert_night_archived_once(env, inbox, night[:1], originals)
+
+
+def test_a_read_only_work_folder_stops_the_night_before_any_batch_run_starts(s3, pool_api, night, tmp_path, work_disk):
+    folder, mount = work_disk
+    make_read_only(folder, mount, True)
+    env = {**fault_env(s3, pool_api, tmp_path, "pool-read-only", work_dir=str(folder)), **QUICK_POLLING}
+    inbox = drop_night(env, night[:1])
+    originals = inbox_files(inbox)
+    with two_workers(env, tmp_path) as workers:
+        first = wait_for_final_state(pool_api, start_night(pool_api), timeout_s=600)
+        print(f"\nnight: {first['state_name']}: {first['state']['message']}")
+        assert first["state_type"] == "FAILED", first["state"]
+        assert f"service.work_dir {folder}: cannot write: " in first["state"]["message"], first["state"]
+        # Stopped before dispatching: no batch run, no claim, nothing done, archived or quarantined.
+        assert batch_runs(pool_api, first["id"]) == []
+        assert [o.key for o in inbox.list()] == sorted(originals)
+        archive, review = (open_store(env[f"DIGITIZE_SERVICE_{name}"], env) for name in ("ARCHIVE", "REVIEW"))
+        assert records(archive) == [] and review.list() == []
+
+        make_read_only(folder, mount, False)
+        second = wait_for_final_state(pool_api, start_night(pool_api), timeout_s=600)
+        assert_completed(pool_api, second, *(log for _, log in workers))
     assert_night_archived_once(env, inbox, night[:1], originals)
