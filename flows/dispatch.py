@@ -1,6 +1,7 @@
 """The night's batches as flow runs of their own: on the work pool's workers when the batch
-deployment is registered (production), in the night's own process otherwise (`digitize run`
-with Prefect's temporary server). Both run the same `process-batch` flow."""
+deployment is registered and a worker of its pool is online (production), in the night's own
+process otherwise (`digitize run` with Prefect's temporary server). Both run the same
+`process-batch` flow."""
 
 # No `from __future__ import annotations`: see flows/batch.py.
 import os
@@ -127,8 +128,9 @@ def _batch_here(prefix: str, state: BatchState, settings: AppSettings, jobs: int
 
 def _run_here(states: list[BatchState], settings: AppSettings, jobs: int, night: str) -> Iterator[BatchResult]:
     futures: dict[str, PrefectFuture] = {}
+    earlier = _earlier(states)
     for state in states:
-        after = [allow_failure(futures[p]) for p in _earlier(states)[state.prefix]]
+        after = [allow_failure(futures[p]) for p in earlier[state.prefix]]
         futures[state.prefix] = _batch_here.submit(state.prefix, state, settings, jobs, night, wait_for=after)
     by_future = {f: p for p, f in futures.items()}
     for future in as_completed(list(by_future)):
