@@ -1,4 +1,4 @@
-"""The nightly flow: Prefect wiring around digitize.batchjob, and a final state that tells the night's truth."""
+"""The nightly flow: the dispatcher of the night's batch runs (flows.dispatch), its summary, and a final state that tells the night's truth."""
 
 # No `from __future__ import annotations` here: Prefect's serve ships these flows to the run's
 # process by value (cloudpickle), where string annotations such as "AppSettings" cannot be resolved.
@@ -34,7 +34,7 @@ HELD_RECHECK_S = (5.0, 60.0)
 
 @flow(name="digitize-nightly", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=BATCHES_AT_ONCE))
 def nightly(settings: AppSettings, jobs: int = 2, wait_for_held: bool = True) -> State:
-    """Process every complete batch in the inbox; publish a table per batch and the night's summary.
+    """Process every complete batch in the inbox, each as a `process-batch` run; publish the night's summary.
 
     The run ends Failed when a batch failed, "Needs attention" when inputs were rejected or
     batches are stuck, "Nothing to do" when no batch was ready, and Completed otherwise; the
