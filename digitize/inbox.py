@@ -283,7 +283,7 @@ class ClaimLife(StrEnum):
 
     LIVE = "live"  # a claim renewed within the lease, by a process not known to be gone
     DEAD = "dead"  # only claims whose process is gone or that went silent past the lease
-    NONE = "none"  # no claim: not taken up yet, between retries, or finished
+    NONE = "none"  # no claim: not started yet (a run holds its claim across its retries), or finished
 
 
 def claim_life(store: Store, prefix: str, lease_s: float, *, run: str) -> ClaimLife:
