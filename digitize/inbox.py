@@ -294,20 +294,16 @@ def claim_life(store: Store, prefix: str, lease_s: float, *, run: str) -> ClaimL
     released it. The store is the judge because the batch's data is written there: a worker cut
     off from Prefect but still reaching S3 keeps its claim alive, and is not replaced while it
     may still write."""
-    objects = {o.key: o for o in store.list(prefix + CLAIMS)}
+    objects = {o.key[len(prefix):]: o for o in store.list(prefix + CLAIMS)}
     now = max([datetime.now(timezone.utc), *(o.modified for o in objects.values())])
     life = ClaimLife.NONE
-    for key, obj in objects.items():
-        if key.endswith(ALIVE):
-            continue
+    for key, last in _claims(objects):
         try:
             body = json.loads(store.read_bytes(key))
         except (StorageError, ValueError):  # released meanwhile, or unreadable
             continue
         if body.get("run") != run:
             continue
-        beat = objects.get(key + ALIVE)
-        last = max(obj.modified, beat.modified) if beat else obj.modified
         if (now - last).total_seconds() < lease_s and not _gone(body):
             return ClaimLife.LIVE
         life = ClaimLife.DEAD

@@ -65,6 +65,13 @@ class BatchResult(BaseModel):
     exit_code: int | None = None  # FAILED: the failure's exit code
     run: str = ""  # the batch's own flow run on the dashboard, when it had one
 
+    @classmethod
+    def failed(cls, batch: str, station: str, why: BaseException | str, *, run: str = "") -> BatchResult:
+        """A batch that failed: the exception's message and exit code, or a reason given as text."""
+        exit_code = why.exit_code if isinstance(why, DigitizeError) else DigitizeError.exit_code
+        detail = why if isinstance(why, str) else str(why) or type(why).__name__
+        return cls(batch=batch, station=station, outcome=BatchOutcome.FAILED, detail=detail, exit_code=exit_code, run=run)
+
 
 class QueuedBatch(BaseModel):
     """A batch left in the inbox after the night, or seen by `digitize status`."""

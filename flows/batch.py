@@ -144,8 +144,7 @@ def process_batch_run(
         result = _claimed_and_processed(prefix, station, settings, jobs, night or run, run)
     except Exception as exc:  # the night's summary and this run's state say which batch failed and why
         get_run_logger().error("batch %s failed: %s", prefix, exc)
-        exit_code = exc.exit_code if isinstance(exc, DigitizeError) else DigitizeError.exit_code
-        result = BatchResult(batch=prefix, station=station, outcome=BatchOutcome.FAILED, detail=str(exc) or type(exc).__name__, exit_code=exit_code)
+        result = BatchResult.failed(prefix, station, exc)
     result = result.model_copy(update={"run": run})
     if result.outcome in (BatchOutcome.DONE, BatchOutcome.REJECTED):
         create_table_artifact(table_rows(result), key=f"batch-{_slug(prefix)}", description=f"Batch {prefix} from {station}")

@@ -20,7 +20,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.settings import get_current_settings
 from prefect.states import Crashed, Scheduled, State
 
-from digitize.config import AppSettings
+from digitize.config import AppSettings, ServiceSettings
 from digitize.inbox import DONE_MARKER, BatchState, ClaimLife, claim_life
 from digitize.night import BatchOutcome, BatchResult, load_batch_result
 from digitize.storage import Store, open_store
@@ -109,8 +109,7 @@ def _result_of(archive: Store, state: BatchState, run: str, final: State) -> Bat
         outcome = next((o for o in BatchOutcome if str(o).capitalize() == final.name), BatchOutcome.DONE)
         detail = "its run ended before it could save its result (the archive was unreachable): see the run's table"
         return BatchResult(batch=state.prefix, station=state.station, outcome=outcome, detail=detail, run=run)
-    why = final.message or f"its run ended {final.name}"
-    return BatchResult(batch=state.prefix, station=state.station, outcome=BatchOutcome.FAILED, detail=why, exit_code=DigitizeError.exit_code, run=run)
+    return BatchResult.failed(state.prefix, state.station, final.message or f"its run ended {final.name}", run=run)
 
 
 @task(task_run_name="batch {prefix}", cache_policy=NO_CACHE)
@@ -121,9 +120,8 @@ def _batch_here(prefix: str, state: BatchState, settings: AppSettings, jobs: int
     if isinstance(data, BatchResult):  # in this process, the run's own result: no need to read it back
         return data
     run = str(final.state_details.flow_run_id or "")
-    return _result_of(open_store(settings.service.archive, os.environ), state, run, final) or BatchResult(
-        batch=prefix, station=state.station, outcome=BatchOutcome.FAILED, detail=f"its run ended {final.name}", run=run,
-    )  # fmt: skip
+    archive = open_store(settings.service.archive, os.environ)
+    return _result_of(archive, state, run, final) or BatchResult.failed(prefix, state.station, f"its run ended {final.name}", run=run)
 
 
 def _run_here(states: list[BatchState], settings: AppSettings, jobs: int, night: str) -> Iterator[BatchResult]:
@@ -138,8 +136,7 @@ def _run_here(states: list[BatchState], settings: AppSettings, jobs: int, night:
             yield future.result()
         except Exception as exc:  # the night goes on, and its summary says which batch failed and why
             state = next(s for s in states if s.prefix == by_future[future])
-            exit_code = exc.exit_code if isinstance(exc, DigitizeError) else DigitizeError.exit_code
-            yield BatchResult(batch=state.prefix, station=state.station, outcome=BatchOutcome.FAILED, detail=str(exc) or type(exc).__name__, exit_code=exit_code)
+            yield BatchResult.failed(state.prefix, state.station, exc)
 
 
 @dataclass
@@ -150,7 +147,6 @@ class _Dispatched:
     run: FlowRun
     attempt: int  # the idempotency key's attempt number
     runs: int  # runs of this batch tonight
-    lease_s: float  # service.claim_lease_s
     holds_nothing_since: float | None = None
     claim_checked: float = 0.0  # when its claim was last looked at
 
@@ -158,7 +154,6 @@ class _Dispatched:
 def _run_on_pool(deployment: uuid.UUID, states: list[BatchState], settings: AppSettings, night: str, config: list[str] | None) -> Iterator[BatchResult]:
     logger = get_run_logger()
     inbox, archive = (open_store(url, os.environ) for url in (settings.service.inbox, settings.service.archive))
-    lease_s = settings.service.claim_lease_s
     earlier = _earlier(states)
     waiting = list(states)
     active: dict[str, _Dispatched] = {}
@@ -177,7 +172,7 @@ def _run_on_pool(deployment: uuid.UUID, states: list[BatchState], settings: AppS
                 )  # fmt: skip
                 if not run.state or not run.state.is_final():
                     logger.info("batch %s: flow run %s (%s)", state.prefix, run.name, run.id)
-                    return _Dispatched(state, run, number, runs, lease_s)
+                    return _Dispatched(state, run, number, runs)
             raise DigitizeError(f"batch {state.prefix}: {MAX_ATTEMPT_KEYS} runs already ended for this batch.json")
 
         while waiting or active:
@@ -192,7 +187,7 @@ def _run_on_pool(deployment: uuid.UUID, states: list[BatchState], settings: AppS
                 run = current.run = now_runs.get(current.run.id, current.run)
                 crashed = run.state.type == StateType.CRASHED if run.state else False
                 if not crashed and run.state and not run.state.is_final():
-                    why = _abandoned(current, run, inbox, settings.service.batch_start_grace_s)
+                    why = _abandoned(current, run, inbox, settings.service)
                     if why is None:
                         continue
                     logger.warning("batch %s: flow run %s %s; marked Crashed", prefix, run.name, why)
@@ -218,11 +213,12 @@ def _run_on_pool(deployment: uuid.UUID, states: list[BatchState], settings: AppS
         yield BatchResult(batch=state.prefix, station=state.station, outcome=BatchOutcome.HELD, detail="waits for a batch with the same scan")
 
 
-def _abandoned(current: _Dispatched, run: FlowRun, inbox: Store, grace_s: float) -> str | None:
+def _abandoned(current: _Dispatched, run: FlowRun, inbox: Store, service: ServiceSettings) -> str | None:
     """Why a run that Prefect still shows as pending or running has no one behind it, or None.
 
-    Its claim in the inbox is the evidence (see claim_life): dead, or none for `grace_s` while
-    the run was taken up (it died before claiming). Scheduled runs wait for a worker."""
+    Its claim in the inbox is the evidence (see claim_life): dead, or none for
+    `service.batch_start_grace_s` while the run was taken up (it died before claiming).
+    Scheduled runs wait for a worker."""
     if run.state.type not in (StateType.PENDING, StateType.RUNNING):
         current.holds_nothing_since = None
         return None
@@ -232,7 +228,7 @@ def _abandoned(current: _Dispatched, run: FlowRun, inbox: Store, grace_s: float)
     current.claim_checked = now
     prefix = current.state.prefix
     try:
-        life = claim_life(inbox, prefix, current.lease_s, run=str(run.id))
+        life = claim_life(inbox, prefix, service.claim_lease_s, run=str(run.id))
         if life == ClaimLife.DEAD and not inbox.exists(prefix + DONE_MARKER):
             return "died holding its batch (its claim's process is gone or its lease ran out)"
     except DigitizeError:  # S3 unreachable: nothing can be judged now
@@ -241,6 +237,6 @@ def _abandoned(current: _Dispatched, run: FlowRun, inbox: Store, grace_s: float)
         current.holds_nothing_since = None
         return None
     current.holds_nothing_since = current.holds_nothing_since or now
-    if now - current.holds_nothing_since > grace_s:
-        return f"held no claim on its batch for {grace_s:.0f} s (service.batch_start_grace_s)"
+    if now - current.holds_nothing_since > service.batch_start_grace_s:
+        return f"held no claim on its batch for {service.batch_start_grace_s:.0f} s (service.batch_start_grace_s)"
     return None
