@@ -4,6 +4,7 @@ in the night's own process when there is no pool. Either way the same flow does 
 # No `from __future__ import annotations`: Prefect ships flows to the run's process by value
 # (cloudpickle), where string annotations such as "AppSettings" cannot be resolved.
 import contextlib
+import fcntl
 import os
 import socket
 import tempfile
@@ -172,14 +173,29 @@ def tesseract_slots(jobs: int):
 
 
 def _host_limit(name: str, default: int) -> int:
-    with get_client(sync_client=True) as client:
+    with get_client(sync_client=True) as client, _one_at_a_time_on_this_machine(name):
         try:
             return client.read_global_concurrency_limit_by_name(name).limit
         except ObjectNotFound:
             pass
-        with contextlib.suppress(ObjectAlreadyExists):  # another batch run on this machine made it first
+        with contextlib.suppress(ObjectAlreadyExists):  # another run made it first, unlocked
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=default))
         return client.read_global_concurrency_limit_by_name(name).limit
+
+
+@contextlib.contextmanager
+def _one_at_a_time_on_this_machine(name: str):
+    """The batch runs of one machine make its limit in turn. Both would still get it, but the
+    Prefect server logs the loser's insert as an error traceback, which alarms whoever reads the
+    night's log. Without a writable temp folder they go unlocked."""
+    try:
+        lock = open(Path(tempfile.gettempdir()) / f"digitize-{name}.lock", "a")
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 def _slug(prefix: str) -> str:

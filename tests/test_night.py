@@ -37,10 +37,17 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory) -> str:
-    env = {**os.environ, "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect")), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    with local_prefect_server(free_port(), env=env) as api:
-        yield api
+def prefect_server(tmp_path_factory) -> tuple[str, Path]:
+    """The module's Prefect server: its API URL and the file its own log goes to."""
+    home = tmp_path_factory.mktemp("prefect")
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    with local_prefect_server(free_port(), env=env, log=home / "server.log") as api:
+        yield api, home / "server.log"
+
+
+@pytest.fixture(scope="module")
+def prefect_api(prefect_server) -> str:
+    return prefect_server[0]
 
 
 def api_call(api: str, path: str, body: dict | None = None):
@@ -193,6 +200,42 @@ def test_a_batch_held_by_a_live_run_elsewhere_is_named_then_waited_for(prefect_a
     assert waited.returncode == 0, waited.stdout + waited.stderr
     print(f"\nwaited and took the batch over in {time.monotonic() - started:.1f} s")
     assert len(list((tmp_path / "archive").rglob(f"{RECEIPT_CODE}.pdf"))) == 1
+
+
+# The first night on a machine: its batch runs start together, and each finds no limit yet.
+MAKE_THE_LIMIT_AT_ONCE = """
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from flows.batch import tesseract_slots
+together = threading.Barrier(8)
+def batch_run(_):
+    together.wait()
+    tesseract_slots(1)
+with ThreadPoolExecutor(8) as runs:
+    list(runs.map(batch_run, range(8)))
+"""
+
+
+def test_batch_runs_starting_together_make_the_machines_tesseract_limit_without_a_server_error(prefect_server, tmp_path):
+    """Eight batch runs on a new machine all make its `tesseract-<host>` limit at once. They must
+    end up with one limit at the core count, and the server's log, which the supervisor reads,
+    must show no failed insert."""
+    api, server_log = prefect_server
+    name = f"tesseract-{socket.gethostname()}"
+    if any(limit["name"] == name for limit in api_call(api, "/v2/concurrency_limits/filter", {})):  # made by an earlier night here
+        urllib.request.urlopen(urllib.request.Request(f"{api}/v2/concurrency_limits/{name}", method="DELETE"), timeout=30).close()
+    logged_before = server_log.stat().st_size
+    made = subprocess.run(
+        [sys.executable, "-c", MAKE_THE_LIMIT_AT_ONCE], env={**os.environ, "PREFECT_API_URL": api}, cwd=REPO,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stdout + made.stderr
+    limits = [limit for limit in api_call(api, "/v2/concurrency_limits/filter", {}) if limit["name"] == name]
+    assert [limit["limit"] for limit in limits] == [os.cpu_count()], limits
+    with server_log.open("rb") as log:
+        log.seek(logged_before)
+        logged = log.read().decode("utf-8", "replace")
+    assert "Encountered exception" not in logged and "IntegrityError" not in logged, logged
 
 
 def test_the_claim_of_a_dead_process_on_this_host_is_taken_over_at_once(tmp_path):
