@@ -183,19 +183,26 @@ def _host_limit(name: str, default: int) -> int:
         return client.read_global_concurrency_limit_by_name(name).limit
 
 
+MACHINE_LOCKS = Path("/run/lock")  # the FHS lock folder: shared by all users, emptied at boot
+
+
 @contextlib.contextmanager
 def _one_at_a_time_on_this_machine(name: str):
     """The batch runs of one machine make its limit in turn. Both would still get it, but the
     Prefect server logs the loser's insert as an error traceback, which alarms whoever reads the
-    night's log. Without a writable temp folder they go unlocked."""
-    try:
-        lock = open(Path(tempfile.gettempdir()) / f"digitize-{name}.lock", "a")
+    night's log. The lock file is the machine's, in its lock folder, not in the work folder a
+    batch must leave empty; without that folder they go unlocked."""
+    try:  # read-only, so the file whichever user made it locks for all
+        lock = os.open(MACHINE_LOCKS / f"digitize-{name}.lock", os.O_RDONLY | os.O_CREAT, 0o644)
     except OSError:
+        lock = None
+    try:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
         yield
-        return
-    with lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        yield
+    finally:
+        if lock is not None:
+            os.close(lock)  # which releases it
 
 
 def _slug(prefix: str) -> str:
