@@ -1,7 +1,7 @@
 """History: what an empty night costs in an inbox that holds 30,000 finished batches, against an empty inbox.
 
 Usage: bench_history.py [--batches 30000] [--days 365] [--stations 20] [--store s3|folder|both]
-                        [--old-layout 3000] [--repeats 21] [--first-sweep]
+                        [--old-layout 3000] [--repeats 21] [--first-sweep] [--review-items 3000]
 
 The inbox is a real `weed mini` S3 server on loopback (tests/s3server.py), or a folder. The
 history is written straight into it, in parallel, as the product leaves finished batches:
@@ -14,7 +14,10 @@ night on an empty inbox of the same server, with retention 0 and with retention 
 (`--first-sweep` also times retention's first sweep, which looks at every day once). `--old-layout N`
 also leaves N finished batches where they were before this change (in their station's folder),
 times the listing as every night paid it then, and times the one-time move of them into the
-done area. It prints figures and asserts nothing.
+done area. `--review-items N` fills the review area with N items people already archived
+(about a tenth of the dossiers, as the product leaves them) beside 20 open ones, and times what
+the review station and the night read there: the queue, opening an item, the night's counts,
+against a review area holding only the open items. It prints figures and asserts nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from digitize.done_area import move_finished, sweep_done_area  # noqa: E402
 from digitize.inbox import BATCH_MANIFEST, DONE_AREA, DONE_MARKER, apply_retention, scan_inbox  # noqa: E402
 from digitize.night import load_last_night, queue_left, review_queue  # noqa: E402
+from digitize.review import ACTIONS, ARCHIVED, REVIEW_ITEM, item_at, list_items  # noqa: E402
 from digitize.storage import Store, open_store  # noqa: E402
 from tests.s3server import WeedMini  # noqa: E402
 
@@ -61,12 +65,32 @@ def batch_objects(n: int, *, days: int, stations: int, now: datetime, in_place: 
     return [(key + "scan-001.tif", SCAN), (key + BATCH_MANIFEST, json.dumps(manifest).encode()), (key + DONE_MARKER, json.dumps(marker).encode())]
 
 
-def fill(store: Store, count: int, *, start: int = 0, days: int, stations: int, in_place: bool, threads: int = 32) -> float:
+def review_objects(n: int, *, stations: int, archived: bool) -> list[tuple[str, bytes]]:
+    """One review item as batchjob leaves it, and, when `archived`, as approving it leaves it."""
+    station = f"station-{n % stations:02d}"
+    batch = f"{station}/scans-{n:06d}-{n * 2654435761 % 16**12:012x}/"
+    name = f"000.00.21.H40-{n:06d}"
+    prefix = f"{batch}{name}/"
+    item = {"name": name, "code": name, "batch": batch, "archive_folder": f"2026/11/{station}/"}
+    reasons = {"flags": {"technical_drawing": [{"page": 1, "line_density": 0.2}]}, "thumbnails": {"0": "page-0.png"}}
+    objects = [
+        (prefix + "page-0.png", SCAN), (prefix + f"{name}.pdf", SCAN), (prefix + f"{name}.txt", b"text"),
+        (prefix + "reasons.json", json.dumps(reasons).encode()), (prefix + f"{name}.json", b"{}"),
+        (prefix + REVIEW_ITEM, json.dumps(item).encode()),
+    ]  # fmt: skip
+    if archived:
+        decision = json.dumps({"action": "approve", "by": "bench", "at": "2026-11-01T00:00:00+00:00"}).encode()
+        objects += [(f"{prefix}{ACTIONS}20261101T000000000000-approve.json", decision), (prefix + ARCHIVED, decision)]
+    return objects
+
+
+def fill(store: Store, count: int, *, start: int = 0, days: int, stations: int, in_place: bool, threads: int = 32, objects=None) -> float:
     now = datetime.now(timezone.utc)
     began = time.monotonic()
+    objects = objects or (lambda n: batch_objects(n, days=days, stations=stations, now=now, in_place=in_place))
 
     def put(n: int) -> None:
-        for key, data in batch_objects(n, days=days, stations=stations, now=now, in_place=in_place):
+        for key, data in objects(n):
             store.put_bytes(key, data)
 
     with ThreadPoolExecutor(threads) as pool:
@@ -134,6 +158,58 @@ def measure(name: str, open_location, args) -> None:
         print(f"the one night that moves those {args.old_layout} into {DONE_AREA}: {moved:.1f} s ({moved / args.old_layout * 1000:.0f} ms a batch)")
         after = interleaved(args.repeats, {"empty": lambda: empty_night(empty, archive, review, 0), "after": lambda: empty_night(old, archive, review, 0)})
         print(f"the nights after: {after['after'] * 1000:.1f} ms, {after['after'] / after['empty']:.2f}x the empty inbox")
+    if args.review_items:
+        measure_review(open_location, args)
+
+
+OPEN_ITEMS = 20
+
+
+def measure_review(open_location, args) -> None:
+    """The review area's cost with `--review-items` archived items of history, against none."""
+    fresh, full = open_location("review-empty"), open_location("review-history")
+    opened = lambda n: review_objects(n, stations=args.stations, archived=False)  # noqa: E731
+    for store in (fresh, full):
+        fill(store, OPEN_ITEMS, days=args.days, stations=args.stations, in_place=False, objects=opened)
+    took = fill(
+        full, args.review_items, start=OPEN_ITEMS, days=args.days, stations=args.stations, in_place=False,
+        objects=lambda n: review_objects(n, stations=args.stations, archived=True),
+    )  # fmt: skip
+    print(f"filled {args.review_items} archived review items ({8 * args.review_items} objects) beside {OPEN_ITEMS} open ones in {took:.0f} s")
+    one = list_items(fresh)[0].prefix
+    reads = {}
+    for label, store in (("empty", fresh), ("history", full)):
+        reads[label] = downloads(store, lambda store=store: (list_items(store), item_at(store, one)))
+    tasks = {
+        "the queue (list_items)": lambda store: list_items(store),
+        "opening an item (item_at)": lambda store: item_at(store, one),
+        "the night's counts (review_queue)": lambda store: review_queue(store, datetime.now(timezone.utc)),
+    }
+    for task, action in tasks.items():
+        took = interleaved(args.repeats, {"empty": lambda: action(fresh), "history": lambda: action(full)})
+        print(
+            f"{task:36s} {took['empty'] * 1000:7.1f} ms with {OPEN_ITEMS} open items only, "
+            f"{took['history'] * 1000:7.1f} ms beside {args.review_items} archived: {took['history'] / took['empty']:.2f}x"
+        )  # fmt: skip
+    print(f"downloads for the queue and one item: {reads['empty']} with no history, {reads['history']} with it")
+
+
+def downloads(store: Store, action) -> int:
+    """How many objects `action` reads from `store`."""
+    count = 0
+    read = store.read_bytes
+
+    def counted(key: str) -> bytes:
+        nonlocal count
+        count += 1
+        return read(key)
+
+    store.read_bytes = counted
+    try:
+        action()
+    finally:
+        del store.read_bytes
+    return count
 
 
 def main() -> None:
@@ -145,6 +221,7 @@ def main() -> None:
     parser.add_argument("--old-layout", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=21)
     parser.add_argument("--first-sweep", action="store_true", help="also time retention's first sweep over the whole history")
+    parser.add_argument("--review-items", type=int, default=3000, help="archived items in the review area (0: skip)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
         if args.store in ("s3", "both"):

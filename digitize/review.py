@@ -8,7 +8,7 @@ import json
 import re
 import secrets
 import tempfile
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -71,16 +71,19 @@ class ReviewItem:
         return self.prefix.split("/", 1)[0]
 
 
-def list_items(review: Store, *, include_archived: bool = False) -> list[ReviewItem]:
+def list_items(review: Store, *, include_archived: bool = False, where: Callable[[str], bool] | None = None) -> list[ReviewItem]:
+    """The review area's items (open ones unless `include_archived`; those whose prefix passes
+    `where` when given), from one listing. Only the items returned are read: the archived ones
+    that pile up over the years cost their keys in the listing, never two downloads each."""
     keys = {o.key for o in review.list()}
     items = []
     for key in sorted(k for k in keys if k.endswith("/" + REVIEW_ITEM)):
         prefix = key[: -len(REVIEW_ITEM)]
+        archived = prefix + ARCHIVED in keys
+        if (archived and not include_archived) or (where is not None and not where(prefix)):
+            continue
         item = json.loads(review.read_bytes(key))
         reasons = json.loads(review.read_bytes(prefix + "reasons.json"))
-        archived = prefix + ARCHIVED in keys
-        if archived and not include_archived:
-            continue
         items.append(ReviewItem(
             prefix, item["name"], item["code"], item["archive_folder"], reasons["flags"], reasons["thumbnails"], archived,
             archive_as=item.get("archive_name"), batch=prefix.rsplit("/", 2)[0] + "/",
@@ -92,12 +95,15 @@ def list_items(review: Store, *, include_archived: bool = False) -> list[ReviewI
 def find(review: Store, code: str) -> ReviewItem:
     """The open item named `code`: its dossier code, its name, or, when names clash, `<station>/<batch>/<name>`."""
     full = code.strip("/") + "/"
-    matches = [i for i in list_items(review, include_archived=True) if code in (i.code, i.name) or i.prefix == full]
-    open_items = [i for i in matches if not i.archived]
-    if not matches:
+
+    def named(item: ReviewItem) -> bool:
+        return code in (item.code, item.name) or item.prefix == full
+
+    open_items = [i for i in list_items(review) if named(i)]
+    if not open_items:  # only now are the archived items read, to say which mistake it was
+        if any(named(i) for i in list_items(review, include_archived=True)):
+            raise ReviewError(f"{code}: already archived")
         raise ReviewError(f"{code}: no such dossier in {review.url}")
-    if not open_items:
-        raise ReviewError(f"{code}: already archived")
     if len(open_items) > 1:
         names = ", ".join(i.prefix.rstrip("/") for i in open_items)
         raise ReviewError(f"{code}: {len(open_items)} open items match ({names}); give the full <station>/<batch>/<name>")
@@ -106,9 +112,8 @@ def find(review: Store, code: str) -> ReviewItem:
 
 def item_at(review: Store, prefix: str, *, include_archived: bool = True) -> ReviewItem:
     """The item whose folder is `prefix`, found by listing: a prefix from a browser never becomes a path."""
-    for item in list_items(review, include_archived=include_archived):
-        if item.prefix == prefix:
-            return item
+    for item in list_items(review, include_archived=include_archived, where=prefix.__eq__):
+        return item
     raise ReviewError(f"{printable_key(prefix)}: no such item in {review.url}")
 
 
@@ -420,7 +425,7 @@ def split_item(
     _open_only(item)
     if not NAME.fullmatch(new_name) or key_problem(f"{item.batch}{new_name}/") is not None:
         raise ReviewError(f"{new_name!r}: a dossier name is letters, digits, '.', '_' and '-'")
-    if any(i.prefix == f"{item.batch}{new_name}/" for i in list_items(review, include_archived=True)):
+    if list_items(review, include_archived=True, where=f"{item.batch}{new_name}/".__eq__):
         raise ReviewError(f"{new_name}: the batch {item.batch} already has an item of that name")
     with tempfile.TemporaryDirectory(prefix="digitize-split-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
@@ -608,12 +613,10 @@ def list_quarantine(review: Store, *, include_released: bool = False) -> list[Qu
         if not key.endswith(".reason.json"):
             continue
         base = key.removesuffix(".reason.json")
-        if base + DISCARDED in objects:
-            continue
+        if base + DISCARDED in objects or (base + RELEASED in objects and not include_released):
+            continue  # dealt with: read only when asked for
         record = json.loads(review.read_bytes(key))
         released = json.loads(review.read_bytes(base + RELEASED)) if base + RELEASED in objects else None
-        if released and not include_released:
-            continue
         parts = base[len(REJECTED):].split("/")
         station, batch = (parts[0], "/".join(parts[:2]) + "/") if len(parts) >= 3 else ("", "")
         found.append(QuarantinedInput(base, station, batch, parts[-1], record.get("reason", ""), record.get("copy"),

@@ -174,6 +174,16 @@ def test_staff_review_replace_and_approve_a_flagged_dossier(fixture_scans, tmp_p
     assert sorted((a["action"], a["by"]) for a in actions) == [("approve", "Trần Văn Hùng"), ("replace", "Nguyễn Thị Lan")]
     assert review.exists(item_pdf), "nothing in the review area is deleted"
     assert "ban-ve-a3-200dpi" not in digitize_cli(env, "review", "list").stdout
+    again = digitize_cli(env, "review", "approve", "ban-ve-a3-200dpi", "--by", "Trần Văn Hùng")
+    assert again.returncode != 0 and "ban-ve-a3-200dpi: already archived" in again.stderr, again.stdout + again.stderr
+
+    # Archived items pile up in the review area over the years: listing the open ones must not read them.
+    from digitize.review import list_items
+
+    read = []
+    review.read_bytes = lambda key: read.append(key) or LocalStore.read_bytes(review, key)
+    assert list_items(review) == [] and read == [], read
+    assert [i.name for i in list_items(review, include_archived=True)] == ["ban-ve-a3-200dpi"]
 
 
 def test_retention_removes_only_old_originals_and_keeps_the_batch_record(tmp_path):

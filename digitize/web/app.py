@@ -270,9 +270,9 @@ def create_app(
             response.set_cookie(LANG_COOKIE, lang, samesite="lax", max_age=365 * 86400)
         return response
 
-    def queue_rows(lang: str, *, station: str, flag: str, sort: str) -> list[dict]:
+    def queue_rows(items: list[manual.ReviewItem], lang: str, *, station: str, flag: str, sort: str) -> list[dict]:
         rows = []
-        for item in manual.list_items(stores.review):
+        for item in (i for i in items if (not station or i.station == station) and (not flag or flag in i.flags)):
             manifest = json.loads(stores.review.read_bytes(f"{item.prefix}{item.name}.json"))
             since = stores.review.stat(item.prefix + manual.REVIEW_ITEM)
             reasons = [
@@ -282,7 +282,6 @@ def create_app(
                 "item": item, "pages": _page_count(manifest), "reasons": reasons,
                 "since": since.modified if since else datetime.now(timezone.utc),
             })  # fmt: skip
-        rows = [r for r in rows if (not station or r["item"].station == station) and (not flag or flag in r["item"].flags)]
         key = {"station": lambda r: (r["item"].station, r["since"]), "pages": lambda r: -r["pages"]}.get(sort, lambda r: r["since"])
         rows.sort(key=key)
         for row in rows:
@@ -296,7 +295,7 @@ def create_app(
             return anonymous(request)
         lang = lang_of(request)
         everything = manual.list_items(stores.review)
-        rows = queue_rows(lang, station=station, flag=flag, sort=sort)
+        rows = queue_rows(everything, lang, station=station, flag=flag, sort=sort)
         quarantined = [
             {"entry": q, "age": _age(q.at, lang)} for q in manual.list_quarantine(stores.review)
         ]
