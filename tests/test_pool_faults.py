@@ -139,6 +139,9 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_its_batch_runs_again(s3, po
     assert_night_archived_once(env, inbox, night, originals)
 
 
+ENDED = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
 def test_the_night_killed_with_its_worker_is_finished_at_once_by_a_rerun(s3, pool_api, night, tmp_path):
     """#7's immediate rerun, on the pool: with the default 300 s claim lease, the rerun takes over
     the dead worker's batches without waiting for it, and joins the live one's runs."""
@@ -150,11 +153,12 @@ def test_the_night_killed_with_its_worker_is_finished_at_once_by_a_rerun(s3, poo
         first = start_night(pool_api)
 
         def nights_worker_busy():
-            """The night's worker, once each batch run it took (if any) holds its batch and one is archiving."""
+            """The night's worker, once each batch run it has in hand (if any) holds its batch, and
+            some batch is archiving. A run it already finished is not lost with it."""
             for proc, log in workers:
                 taken = runs_taken(log)
                 if first in taken and records(archive):
-                    mine = [r for r in batch_runs(pool_api, first) if r["id"] in taken]
+                    mine = [r for r in batch_runs(pool_api, first) if r["id"] in taken and r["state_type"] not in ENDED]
                     if all(r["state_type"] == "RUNNING" and inbox.list(r["parameters"]["prefix"] + CLAIMS) for r in mine):
                         return proc, log, mine
             return None
