@@ -4,7 +4,6 @@ through the real `digitize` console script, and nothing is dropped without a wor
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
