@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -84,10 +85,9 @@ def review_objects(n: int, *, stations: int, archived: bool) -> list[tuple[str, 
     return objects
 
 
-def fill(store: Store, count: int, *, start: int = 0, days: int, stations: int, in_place: bool, threads: int = 32, objects=None) -> float:
-    now = datetime.now(timezone.utc)
+def fill(store: Store, count: int, objects: Callable[[int], list[tuple[str, bytes]]], *, start: int = 0, threads: int = 32) -> float:
+    """Write objects(n) for n in start..start+count, in parallel; the seconds it took."""
     began = time.monotonic()
-    objects = objects or (lambda n: batch_objects(n, days=days, stations=stations, now=now, in_place=in_place))
 
     def put(n: int) -> None:
         for key, data in objects(n):
@@ -127,7 +127,12 @@ def measure(name: str, open_location, args) -> None:
     """`open_location(name)` opens a store: "inbox-empty" and "inbox" share one server, archive and review."""
     empty, inbox, archive, review = (open_location(n) for n in ("inbox-empty", "inbox", "archive", "review"))
     print(f"\n== {name} ==")
-    took = fill(inbox, args.batches, days=args.days, stations=args.stations, in_place=False)
+    now = datetime.now(timezone.utc)
+
+    def finished(in_place: bool) -> Callable[[int], list[tuple[str, bytes]]]:
+        return lambda n: batch_objects(n, days=args.days, stations=args.stations, now=now, in_place=in_place)
+
+    took = fill(inbox, args.batches, finished(in_place=False))
     print(f"filled {args.batches} finished batches ({3 * args.batches} objects) into {DONE_AREA} in {took:.0f} s")
     if args.first_sweep:
         began = time.monotonic()
@@ -144,7 +149,7 @@ def measure(name: str, open_location, args) -> None:
         )  # fmt: skip
     if args.old_layout:
         old = open_location("inbox-old")
-        fill(old, args.old_layout, days=args.days, stations=args.stations, in_place=True)
+        fill(old, args.old_layout, finished(in_place=True))
         listing = interleaved(args.repeats, {"old": lambda: scan_inbox(old, incomplete_after=LATE)})["old"]
         per_batch = listing / args.old_layout
         print(
@@ -168,13 +173,12 @@ OPEN_ITEMS = 20
 def measure_review(open_location, args) -> None:
     """The review area's cost with `--review-items` archived items of history, against none."""
     fresh, full = open_location("review-empty"), open_location("review-history")
-    opened = lambda n: review_objects(n, stations=args.stations, archived=False)  # noqa: E731
+    def items(archived: bool) -> Callable[[int], list[tuple[str, bytes]]]:
+        return lambda n: review_objects(n, stations=args.stations, archived=archived)
+
     for store in (fresh, full):
-        fill(store, OPEN_ITEMS, days=args.days, stations=args.stations, in_place=False, objects=opened)
-    took = fill(
-        full, args.review_items, start=OPEN_ITEMS, days=args.days, stations=args.stations, in_place=False,
-        objects=lambda n: review_objects(n, stations=args.stations, archived=True),
-    )  # fmt: skip
+        fill(store, OPEN_ITEMS, items(archived=False))
+    took = fill(full, args.review_items, items(archived=True), start=OPEN_ITEMS)
     print(f"filled {args.review_items} archived review items ({8 * args.review_items} objects) beside {OPEN_ITEMS} open ones in {took:.0f} s")
     one = list_items(fresh)[0].prefix
     reads = {}
